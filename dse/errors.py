@@ -24,8 +24,11 @@ class InputError(ValueError):
 
     @property
     def message(self) -> str:
-        parts = [p for p in (self.source, self.where) if p]
-        text = ": ".join([*parts, self.problem])
+        where = self.where or ""
+        problem = self.problem
+        if where and problem.startswith("= "):  # "field = value: expected ..." reads as one phrase
+            where, problem = f"{where} {problem}", ""
+        text = ": ".join(p for p in (self.source, where, problem) if p)
         if self.hint:
             text += f" ({self.hint})" if self.hint.startswith("did you mean") else f"; {self.hint}"
         return text
@@ -47,3 +50,16 @@ def display_path(path: str | Path) -> str:
         return str(p.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(p)
+
+
+class FieldProblem(ValueError):
+    """A cross-field check inside a schema failed: ``field`` (relative path) and the message.
+
+    Raised from pydantic validators; ``dse.yamlio`` prefixes the object's path to ``field``.
+    A message starting with ``= value:`` is read as ``field = value: ...``.
+    """
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(message)
