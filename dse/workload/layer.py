@@ -68,7 +68,7 @@ class Precision:
 
     W: int = 8
     I: int = 8  # noqa: E741 - the operand's conventional name
-    O: int = 8
+    O: int = 8  # noqa: E741
 
     def __post_init__(self) -> None:
         for name in ("W", "I", "O"):
