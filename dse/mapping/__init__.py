@@ -1,0 +1,23 @@
+"""Mapping constraints (the mapping YAML file); the mapper itself comes in a later module."""
+
+from dse.mapping.spec import (
+    ActivityOverride,
+    MappingEntry,
+    MappingSpec,
+    PrecisionOverride,
+    ResolvedMapping,
+    check_mapping,
+    load_mapping,
+    mapping_from_data,
+)
+
+__all__ = [
+    "ActivityOverride",
+    "MappingEntry",
+    "MappingSpec",
+    "PrecisionOverride",
+    "ResolvedMapping",
+    "check_mapping",
+    "load_mapping",
+    "mapping_from_data",
+]
