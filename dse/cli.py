@@ -231,7 +231,7 @@ def cmd_overview(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print("Figures are the chips' reported ones; the cost model and the exploration come next "
-                  "(see the README's roadmap).")
+                  "(README, Status).")
     return 0
 
 

@@ -274,6 +274,38 @@ def test_weight_through_transpose_or_dequantize_of_initializer_is_constant():
     assert workload.producers("mm2") == ["mm1", "rs"]
 
 
+@pytest.mark.parametrize(
+    ("b_shape", "loops"),
+    [([16, 5], Loops(B=5, C=16, K=8)), ([2, 16, 5], Loops(B=2, OX=5, C=16, K=8))],
+)
+def test_constant_first_matmul_stores_the_constant(b_shape, loops):
+    """W @ x: the macro holds W, so the product is read as (x^T W^T)^T with W the stored operand."""
+    node = helper.make_node("MatMul", ["W", "x"], ["y"], name="wx")
+    model = fx.model([node], [fx.value("x", b_shape)], [fx.value("y", None)], [fx.init("W", [8, 16])])
+    layer = only_layer(load_onnx(model))
+    assert layer.loops == loops
+    assert (layer.weight, layer.input, layer.weight_constant) == ("W", "x", True)
+    out = run_ort(model, {"x": np.zeros(b_shape, np.float32)})
+    assert layer.macs == out.size * 16
+
+
+def test_qdq_model_takes_precisions_from_the_dequantized_integers():
+    nodes = [
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["x"], name="dq_x"),
+        helper.make_node("DequantizeLinear", ["Wq", "ws", "wz"], ["Wd"], name="dq_w"),
+        helper.make_node("Transpose", ["Wd"], ["W"], name="wT", perm=[1, 0]),
+        helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+    ]
+    inits = [
+        fx.init("xs", [], fill=0.1), fx.init("xz", [], np.uint8),
+        fx.init("Wq", [8, 16], np.int8), fx.init("ws", [], fill=0.1), fx.init("wz", [], np.int8),
+    ]  # fmt: skip
+    model = fx.model(nodes, [fx.value("xq", [3, 16], TensorProto.UINT8)], [fx.value("y", None)], inits)
+    layer = only_layer(load_onnx(model, default_precision=Precision(4, 4, 16)))
+    assert layer.weight_constant
+    assert layer.precision == Precision(W=8, I=8, O=16)
+
+
 # -- quantised ops and precisions ------------------------------------------------------------------
 
 

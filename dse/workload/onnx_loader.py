@@ -281,6 +281,24 @@ class _Tensors:
     def bits(self, name: str) -> int | None:
         return BITS_BY_ELEM_TYPE.get(self.types.get(name, 0))
 
+    def quantized_bits(self, name: str) -> int | None:
+        """Bits of the integer tensor a DequantizeLinear turns into ``name`` (QDQ models), if any.
+
+        Walks back through layout ops (Transpose, Reshape, ...) to the nearest DequantizeLinear.
+        """
+        seen: set[str] = set()
+        while name not in seen:
+            seen.add(name)
+            node = self.producer.get(name)
+            if node is None or not node.input:
+                return None
+            if node.op_type == "DequantizeLinear":
+                return self.bits(node.input[0])
+            if node.op_type not in PASS_THROUGH_OPS or node.op_type == "QuantizeLinear":
+                return None
+            name = node.input[0]
+        return None
+
     def is_constant(self, name: str) -> bool:
         """An initializer or Constant output, possibly through layout/cast/quantise ops."""
         seen: set[str] = set()
@@ -382,6 +400,9 @@ class _WorkloadBuilder:
                 y_zero = node.input[7] if len(node.input) > 7 else ""
                 y = node.output[0] if node.output else ""
                 bits["O"] = self.tensors.bits(y_zero) or self.tensors.bits(y) or bits["O"]
+        else:  # float op in a QDQ model: operands come out of DequantizeLinear nodes
+            for field, tensor in (("W", stored), ("I", streamed)):
+                bits[field] = self.tensors.quantized_bits(tensor) or bits[field]
         for attr in node.attribute:
             if attr.name in PRECISION_ATTRS:
                 value = helper.get_attribute_value(attr)
@@ -393,8 +414,13 @@ class _WorkloadBuilder:
                 bits[PRECISION_ATTRS[attr.name]] = value
         return Precision(**bits)
 
-    def _layer(self, key: str, node: onnx.NodeProto, op: str, loops: dict[str, int], **kw) -> Layer:
+    def _layer(
+        self, key: str, node: onnx.NodeProto, op: str, loops: dict[str, int], swap: bool = False, **kw
+    ) -> Layer:
+        """The Layer of ``node``; ``swap`` makes the first operand the stored one (constant x activation)."""
         streamed_at, stored_at, bias_at = OPERANDS[node.op_type]
+        if swap:
+            streamed_at, stored_at = stored_at, streamed_at
         streamed, stored = node.input[streamed_at], node.input[stored_at]
         has_bias = bias_at is not None and bias_at < len(node.input) and bool(node.input[bias_at])
         try:
@@ -547,7 +573,10 @@ class _WorkloadBuilder:
     # -- MatMul, MatMulInteger, QLinearMatMul -----------------------------------------------------
 
     def _matmul(self, key: str, node: onnx.NodeProto) -> Layer:
-        """numpy matmul (..., M, C) @ (..., C, N); leading dims go to G where the stored operand varies."""
+        """numpy matmul (..., M, C) @ (..., C, N); leading dims go to G where the stored operand varies.
+
+        The second operand is the stored one, unless only the first is constant.
+        """
         streamed_at, stored_at, _ = OPERANDS[node.op_type]
         a_name = self._operand(key, node, streamed_at, "A")
         b_name = self._operand(key, node, stored_at, "B")
@@ -556,9 +585,15 @@ class _WorkloadBuilder:
             raise self._error(key, node, "MatMul of a scalar", "expected operands of rank 1 or more")
         a = (1, *a_shape) if len(a_shape) == 1 else a_shape
         b = (*b_shape, 1) if len(b_shape) == 1 else b_shape
-        m, c = a[-2:]
-        if b[-2] != c:
+        if a[-1] != b[-2]:
             raise self._error(key, node, f"inner dimensions differ: A {list(a_shape)}, B {list(b_shape)}")
+        # constant A times activation B (e.g. W @ x): A is what the macro stores, so compute the
+        # transposed product B^T A^T, whose stored operand is the constant.
+        swap = self.tensors.is_constant(a_name) and not self.tensors.is_constant(b_name)
+        if swap:
+            a, b = (*b[:-2], b[-1], b[-2]), (*a[:-2], a[-1], a[-2])
+        streamed_rank = len(b_shape if swap else a_shape)
+        m, c = a[-2:]
         a_batch, b_batch = a[:-2], b[:-2]
         rank = max(len(a_batch), len(b_batch))
         a_batch = (1,) * (rank - len(a_batch)) + a_batch
@@ -573,10 +608,10 @@ class _WorkloadBuilder:
                 groups *= db  # the stored operand differs along this dim
             else:
                 rest *= da
-        # 2-D A: its rows are independent vectors (batch); >= 3-D A: rows form a sequence along OX.
-        rows = {"B": m * rest, "OX": 1} if len(a_shape) <= 2 else {"B": rest, "OX": m}
+        # 2-D streamed operand: its rows are independent vectors (batch); >= 3-D: a sequence along OX.
+        rows = {"B": m * rest, "OX": 1} if streamed_rank <= 2 else {"B": rest, "OX": m}
         loops = {**rows, "G": groups, "C": c, "K": b[-1]}
-        return self._layer(key, node, "matmul", loops)
+        return self._layer(key, node, "matmul", loops, swap=swap)
 
 
 def _attributes(node: onnx.NodeProto) -> dict:
