@@ -239,6 +239,33 @@ def _fig(value: float | None) -> str:
     return "-" if not value else f"{value:g}"
 
 
+# -- validate-chips ------------------------------------------------------------------------
+def cmd_validate_chips(args: argparse.Namespace) -> int:
+    from dse.cost.validation import chip_rows, report_html, rows_to_csv, write_atomic
+    from dse.hardware import load_accelerator
+
+    chips = [load_accelerator(Path(args.hardware_dir) / f"{name}.yaml") for name in CHIPS]
+    rows = [row for acc in chips for row in chip_rows(acc, zigzag_compat=args.zigzag_compat)]
+    out = Path(args.output)
+    write_atomic(out / "chips.csv", rows_to_csv(rows))
+    write_atomic(out / "chips.html", report_html(chips, rows, zigzag_compat=args.zigzag_compat))
+    if args.json:
+        _print_json([{"chip": r.chip, "metric": r.metric, "reported": r.reported, "modelled": r.modelled,
+                      "ratio": r.ratio} for r in rows])
+        return 0
+    table = Table(title=f"cost model vs. reported ({'zigzag_compat' if args.zigzag_compat else 'default mode'})",
+                  title_justify="left")
+    for col in ("chip", "metric", "reported", "modelled", "ratio"):
+        table.add_column(col, justify="left" if col in ("chip", "metric") else "right")
+    for r in rows:
+        style = "green" if 0.8 <= r.ratio <= 1.2 else "red"
+        table.add_row(r.chip, r.metric, f"{r.reported:.4g}", f"{r.modelled:.4g}", f"[{style}]{r.ratio:.2f}[/]")
+    console = _console()
+    console.print(table)
+    console.print(f"wrote {display_path(out / 'chips.csv')} and {display_path(out / 'chips.html')}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cim-dse", description=__doc__.splitlines()[0])
@@ -266,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=("hardware", "mapping"))
     p.add_argument("--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("validate-chips", help="compare the cost model with the 7 chips' reported figures")
+    p.add_argument("--json", action="store_true", help="print one JSON list of rows")
+    p.add_argument("--output", default="outputs/validation", help="folder for chips.csv and chips.html")
+    p.add_argument("--zigzag-compat", action="store_true", help="use ZigZag-IMC's original arithmetic")
+    p.add_argument("--hardware-dir", default=str(HARDWARE_DIR))
+    p.set_defaults(func=cmd_validate_chips)
 
     p = sub.add_parser("overview", help="print the default workload and the shipped accelerators")
     p.add_argument("--workload", default=str(DEFAULT_WORKLOAD))

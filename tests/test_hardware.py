@@ -151,6 +151,11 @@ BAD = [
      "bad.yaml: memories[0:rf_in].ports.write = 0: without read_write ports a memory needs both read and write ports"),
     ("too many hybrid levels", ("  adc_bits: 8", "  adc_bits: 8\n  accuracy: {hybrid_levels: 20}"),
      "bad.yaml: macro.accuracy.hybrid_levels = 20: at most weight_bits + input cycles - 1 = 11 anti-diagonals exist"),
+    ("ADC above 16 bits", ("  adc_bits: 8", "  adc_bits: 18"), "bad.yaml: macro.adc_bits = 18: must be <= 16"),
+    ("digital rows not a power of two", ("  kind: analog\n  rows: 128", "  kind: digital\n  rows: 100"),
+     "bad.yaml: macro.rows = 100: a digital macro's adder tree needs a power of two (64 or 128)"),
+    ("toggle rate above 1", ("  adc_bits: 8", "  adc_bits: 8\n  activity: {input_toggle_rate: 1.5}"),
+     "bad.yaml: macro.activity.input_toggle_rate = 1.5: must be <= 1"),
     ("YAML syntax", ("  rows: 128", "  rows: [128"), "bad.yaml: line "),
     ("top level list", ("name: bad", "- name: bad"), None),
 ]

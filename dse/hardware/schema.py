@@ -113,7 +113,7 @@ class Macro:
     weight_bits: int = Field(8, gt=0, le=32, description="bits per stored weight")
     input_bits: int = Field(8, gt=0, le=32, description="bits per input activation")
     input_bits_per_cycle: int = Field(1, gt=0, description="input bits applied per cycle (bit-serial = 1)")
-    adc_bits: int | None = Field(None, gt=0, le=24, description="ADC resolution in bits (analog only)")
+    adc_bits: int | None = Field(None, gt=0, le=16, description="ADC resolution in bits (analog only)")
     cells_per_group: int = Field(1, gt=0, description="weights per cell group sharing one compute unit (M)")
     cell_write_energy_pJ: float | None = Field(
         None, ge=0, description="energy to write one weight into the cells, pJ (default: modelled)"
@@ -127,6 +127,11 @@ class Macro:
 
     @model_validator(mode="after")
     def _consistent(self) -> Macro:
+        if self.kind == "digital" and self.rows & (self.rows - 1):
+            low = 1 << (self.rows.bit_length() - 1)
+            raise FieldProblem(
+                "rows", f"= {self.rows}: a digital macro's adder tree needs a power of two ({low} or {low * 2})"
+            )
         if self.kind == "analog" and self.adc_bits is None:
             raise FieldProblem("adc_bits", "missing: an analog macro needs its ADC resolution in bits")
         if self.kind == "digital" and self.adc_bits is not None:

@@ -1,0 +1,124 @@
+"""Modelled versus reported figures of the calibration chips, as rows, CSV and an HTML report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dse.cost.peak import PeakPerformance, peak_performance
+from dse.hardware.schema import Accelerator
+
+METRICS = ("clock_ns", "area_mm2", "tops_per_w", "tops_per_mm2")
+METRIC_LABELS = {"clock_ns": "clock period (ns)", "area_mm2": "area (mm²)", "tops_per_w": "TOP/s/W",
+                 "tops_per_mm2": "TOP/s/mm²"}
+
+
+@dataclass(frozen=True)
+class ChipRow:
+    chip: str
+    metric: str
+    reported: float
+    modelled: float
+    ratio: float  # modelled / reported
+
+
+def modelled_figures(peak: PeakPerformance) -> dict[str, float]:
+    return {"clock_ns": peak.clock_ns, "area_mm2": peak.area_total_mm2, "tops_per_w": peak.tops_per_w,
+            "tops_per_mm2": peak.tops_per_mm2}
+
+
+def chip_rows(acc: Accelerator, *, zigzag_compat: bool = False) -> list[ChipRow]:
+    """One row per metric the chip reports (clock, area, TOP/s/W, TOP/s/mm^2)."""
+    if acc.reported is None:
+        return []
+    peak = peak_performance(acc.macro, acc.technology, zigzag_compat=zigzag_compat)
+    modelled = modelled_figures(peak)
+    rows = []
+    for metric in METRICS:
+        reported = getattr(acc.reported, metric)
+        if reported:
+            rows.append(ChipRow(acc.name, metric, reported, modelled[metric], modelled[metric] / reported))
+    return rows
+
+
+def rows_to_csv(rows: list[ChipRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(ChipRow.__dataclass_fields__))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(asdict(row))
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat: bool = False) -> str:
+    """Plotly report: per chip, modelled bars stacked by component beside the reported value."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    peaks = {acc.name: peak_performance(acc.macro, acc.technology, zigzag_compat=zigzag_compat) for acc in chips}
+    names = [acc.name for acc in chips]
+    panels = [
+        ("clock period (ns)", "clock_ns", lambda p: p.clock.path_ns if not p.clock.pipelined else
+         {"slowest stage": p.clock_ns}),
+        ("area (mm²)", "area_mm2", lambda p: p.area_mm2),
+        ("energy per MAC (fJ)", "tops_per_w", lambda p: {k: v * 1e3 / p.macs_per_cycle
+                                                         for k, v in p.energy_per_cycle_pJ.items()}),
+    ]
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[p[0] for p in panels], vertical_spacing=0.08)
+    palette = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC"]
+    colours: dict[str, str] = {}
+    reported = {(r.chip, r.metric): r.reported for r in rows}
+    for i, (_, metric, parts) in enumerate(panels, start=1):
+        x = [names, ["model"] * len(names)]
+        components: dict[str, list[float]] = {}
+        for n, name in enumerate(names):
+            for comp, value in parts(peaks[name]).items():
+                components.setdefault(comp, [0.0] * len(names))[n] = value
+        for comp, values in components.items():
+            if not any(values):
+                continue
+            colour = colours.setdefault(comp, palette[len(colours) % len(palette)])
+            fig.add_trace(go.Bar(x=x, y=values, name=comp, marker_color=colour, legendgroup=comp,
+                                 showlegend=comp not in {t.name for t in fig.data}), row=i, col=1)
+        values = []
+        for name in names:
+            value = reported.get((name, metric))
+            if value and metric == "tops_per_w":
+                value = 2e3 / value  # TOP/s/W -> fJ per MAC
+            values.append(value)
+        fig.add_trace(go.Bar(x=[names, ["reported"] * len(names)], y=values, name="reported",
+                             marker_color="#333333", legendgroup="reported", showlegend=i == 1), row=i, col=1)
+    fig.update_layout(barmode="stack", height=1100, title="cim-dse cost model vs. the 7 calibration chips"
+                      + (" (zigzag_compat)" if zigzag_compat else ""), template="plotly_white")
+    table = "".join(
+        f"<tr><td>{r.chip}</td><td>{METRIC_LABELS[r.metric]}</td><td>{r.reported:.4g}</td><td>{r.modelled:.4g}</td>"
+        f"<td style='color:{'#2a7' if 0.8 <= r.ratio <= 1.2 else '#c33'}'>{r.ratio:.2f}</td></tr>"
+        for r in rows
+    )
+    body = fig.to_html(full_html=False, include_plotlyjs=True)
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cim-dse chip validation</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}</style></head><body>"
+        "<h1>Cost model vs. reported chip figures</h1>"
+        "<p>Ratio = modelled / reported; green within ±20%. Energy is shown per MAC (2000 / TOP/s/W).</p>"
+        f"<table><tr><th>chip</th><th>metric</th><th>reported</th><th>modelled</th><th>ratio</th></tr>{table}</table>"
+        f"{body}</body></html>"
+    )
