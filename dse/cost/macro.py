@@ -30,7 +30,7 @@ from dse.hardware.schema import Macro, Technology
 
 AREA_COMPONENTS = ("cells", "adcs", "dacs", "mults", "adders_regular", "adders_pv", "accumulators")
 ENERGY_COMPONENTS = ("local_bl_precharging", "dacs", "adcs", "mults", "analog_bl_addition", "adders_regular",
-                     "adders_pv", "accumulators")
+                     "adders_pv", "accumulators", "leakage")
 DELAY_COMPONENTS = ("dacs", "mults", "adcs", "adders_regular", "adders_pv", "accumulators")
 
 UM2_PER_MM2 = 1e6
@@ -226,11 +226,13 @@ class MacroModel:
         columns_mapped: int | None = None,
         input_toggle_rate: float | None = None,
         weight_sparsity: float | None = None,
+        clock_ns: float | None = None,
     ) -> dict[str, float]:
         """Energy of one macro in one cycle (one input slice) by component, pJ.
 
         ``rows_mapped`` and ``columns_mapped`` default to the full array (peak operation); the
-        activity defaults to the macro's. Cell-group precharge is not a per-cycle cost: see
+        activity defaults to the macro's; leakage is charged over ``clock_ns`` (default: the modelled
+        period). Cell-group precharge is not a per-cycle cost: see
         :meth:`precharge_energy_pJ`.
         """
         m, g = self.macro, self.gates
@@ -256,6 +258,8 @@ class MacroModel:
         e["adders_pv"] = g.full_adder_fJ * place_value_adders(*self.place_value_inputs) * c
         if self.has_accumulator:
             e["accumulators"] = (g.full_adder_fJ + g.dff_fJ) * self.accumulator_bits * c
+        if not self.zigzag_compat:
+            e["leakage"] = m.leakage_mW * (clock_ns or self.clock().period_ns) * FJ_PER_PJ  # mW x ns = pJ
         return {k: v / FJ_PER_PJ for k, v in e.items()}
 
     def precharge_energy_pJ(self, cell_groups: int) -> float:

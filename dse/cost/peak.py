@@ -54,7 +54,7 @@ def peak_performance(macro: Macro, technology: Technology, *, zigzag_compat: boo
     """Peak figures of ``macro`` (all ``count`` copies) at ``technology``."""
     model = MacroModel(macro, technology, zigzag_compat)
     clock = model.clock()
-    per_macro = model.cycle_energy_pJ()
+    per_macro = model.cycle_energy_pJ(clock_ns=clock_ns or clock.period_ns)
     return PeakPerformance(
         macs_per_cycle=model.rows * macro.columns * macro.count / macro.cycles_per_mac,
         clock=clock,

@@ -121,6 +121,7 @@ class Macro:
     cell_group_area_um2: float | None = Field(
         None, ge=0, description="area of one cell group, um^2 (default: modelled)"
     )
+    leakage_mW: float = Field(0.0, ge=0, description="static power of one macro, mW (added per cycle: mW x ns = pJ)")
     activity: Activity = Field(default_factory=Activity, description="default switching activity")
     circuit: Circuit = Field(default_factory=Circuit, description="circuit details")
     accuracy: AccuracyFigures = Field(default_factory=AccuracyFigures, description="non-idealities")
@@ -242,6 +243,7 @@ class Memory:
         ARRAY_DIMS, description="array dims one instance is shared over ([] = one instance per cell)"
     )
     area_mm2: float | None = Field(None, ge=0, description="area of all instances, mm^2 (default: estimated)")
+    leakage_mW: float | None = Field(None, ge=0, description="static power of all instances, mW (default: estimated)")
     latency_cycles: int = Field(1, ge=0, description="access latency in cycles")
     double_buffered: bool = Field(False, description="reserve half the capacity for prefetching")
 
