@@ -2,9 +2,10 @@
 
 ADC area and the k1..k4 constants were fitted on three 28 nm AIMC papers; energy is a linear
 plus 4^R term in capacitance (k5, k6); the DAC is a capacitive driver (k0 = 50 fF per bit,
-taken by ZigZag-IMC from a TinyML paper). The converters are analog blocks: their area and
-delay are not scaled with the node (the anchor's 22 nm validation scales only the digital
-parts); their energy scales with VDD^2.
+taken by ZigZag-IMC from a TinyML paper). The converters are analog blocks whose area is set by
+capacitors and matching more than by lithography: their area scales linearly with the node (as
+the anchor's 22 nm validation does, x 22/28) rather than with its square; their delay is not
+scaled; their energy scales with VDD^2.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ ADC_ENERGY_K6_FF = 0.001  # 4^R capacitance (matters above ~10 bits)
 DAC_ENERGY_K0_FF = 50.0  # per input bit converted
 
 
-def adc_area_mm2(bits: int) -> float:
-    """Area of one ADC of ``bits`` resolution (0 for a 1-bit sense amplifier)."""
+def adc_area_mm2(bits: int, node_nm: float = 28.0) -> float:
+    """Area of one ADC of ``bits`` resolution (0 for a 1-bit sense amplifier), linear in the node."""
     if bits <= 1:
         return 0.0
-    return 10 ** (ADC_AREA_K1 * bits + ADC_AREA_K2) * 2**bits * 1e-6
+    return 10 ** (ADC_AREA_K1 * bits + ADC_AREA_K2) * 2**bits * 1e-6 * node_nm / 28.0
 
 
 def adc_delay_ns(bits: int, rows: int) -> float:

@@ -25,7 +25,8 @@ import math
 from dataclasses import dataclass
 
 from dse.cost.converters import adc_area_mm2, adc_delay_ns, adc_energy_fJ, dac_energy_fJ
-from dse.cost.technology import REF_NODE_NM, REF_VDD_V, REFERENCE_GATES, GateConstants, gates_for
+from dse.cost.memory import sram_area_mm2
+from dse.cost.technology import REF_NODE_NM, REF_VDD_V, REFERENCE_GATES, GateConstants, area_factor, gates_for
 from dse.hardware.schema import Macro, Technology
 
 AREA_COMPONENTS = ("cells", "adcs", "dacs", "mults", "adders_regular", "adders_pv", "accumulators")
@@ -96,11 +97,18 @@ def place_value_adders(n: int, in_bits: int) -> float:
     return in_bits * (n - 1) + n * (math.log2(n) - 0.5) if n > 1 else 0.0
 
 
-def place_value_delay_ns(n: int, gates: GateConstants) -> float:
+def place_value_delay_ns(n: int, gates: GateConstants, in_bits: int | None = None) -> float:
+    """Sum paths through log2(n) levels, then the carry chain of the last adder.
+
+    ZigZag-IMC ripples the carry through n - 1 bits (``in_bits`` None); the last adder of a
+    shift-add tree carries through its whole P_in + n bit output, as the column trees do, which
+    the default mode uses.
+    """
     if n <= 1:
         return 0.0
+    ripple = n - 1 if in_bits is None else in_bits + n - 2
     return ((math.log2(n) - 1) * gates.full_adder_sum_delay_ns + gates.full_adder_carry_delay_ns
-            + (n - 1) * gates.carry_ripple_delay_ns)
+            + ripple * gates.carry_ripple_delay_ns)
 
 
 # -- the model -------------------------------------------------------------------------------------
@@ -141,16 +149,42 @@ class MacroModel:
         return self.macro.adc_bits or 0
 
     @property
+    def adc_area_bits(self) -> int:
+        """Resolution the ADC is built for (differs from adc_bits for early-stopping ADCs)."""
+        return self.adc_bits if self.zigzag_compat else (self.macro.circuit.adc_physical_bits or self.adc_bits)
+
+    @property
+    def adc_load_rows(self) -> int:
+        return self.rows if self.zigzag_compat else (self.macro.circuit.adc_input_rows or self.rows)
+
+    @property
+    def tree_layout(self) -> tuple[int, int, int]:
+        """(trees per column, tree input width, place-value inputs) of a digital column.
+
+        per_input_bit (ZigZag-IMC): Bcyc trees of 1b x Bw products, joined by place value over Bcyc;
+        per_weight_bit: Bw trees of Bcyc x 1b products, joined over Bw; booth: one tree of Bw+1 bits.
+        """
+        m = self.macro
+        bcyc, bw = m.input_bits_per_cycle, m.weight_bits
+        organisation = "per_input_bit" if self.zigzag_compat else m.circuit.adder_trees
+        given = None if self.zigzag_compat else m.circuit.adder_input_bits
+        if organisation == "per_weight_bit":
+            return bw, given or bcyc, bw
+        if organisation == "booth":
+            return 1, given or bw + 1, 1
+        return bcyc, given or bw, bcyc
+
+    @property
     def tree_out_bits(self) -> int:
-        """Output width of a DIMC column adder tree: weight bits + log2(rows)."""
-        return self.macro.weight_bits + max(0, math.ceil(math.log2(self.rows)))
+        """Output width of a DIMC column adder tree: input width + log2(rows)."""
+        return self.tree_layout[1] + max(0, math.ceil(math.log2(self.rows)))
 
     @property
     def place_value_inputs(self) -> tuple[int, int]:
-        """(n, P_in) of the place-value tree: AIMC combines Bw ADC outputs, DIMC Bcyc tree outputs."""
+        """(n, P_in) of the place-value tree: AIMC combines Bw ADC outputs, DIMC its trees' outputs."""
         if self.analog:
             return self.macro.weight_bits, self.adc_bits
-        return self.macro.input_bits_per_cycle, self.tree_out_bits
+        return self.tree_layout[2], self.tree_out_bits
 
     @property
     def place_value_out_bits(self) -> int:
@@ -174,23 +208,39 @@ class MacroModel:
         """Area of all ``count`` macros by component (memories above the cells are not included)."""
         m, g = self.macro, self.gates
         nb, cols, rows = m.count, m.columns, m.rows
-        cells = (m.cell_group_area_um2 or 0.0) * rows * cols / UM2_PER_MM2
         area = dict.fromkeys(AREA_COMPONENTS, 0.0)
-        area["cells"] = cells * nb
+        area["cells"] = self.cell_array_mm2() * nb
+        mult_gates = m.weight_bits * cols * rows * (1 if self.analog else m.input_bits_per_cycle)
+        if self.zigzag_compat or m.cell_transistors is None:  # else the multiplier is inside the compute cell
+            area["mults"] = g.nand2_area_um2 * mult_gates * nb / UM2_PER_MM2
         if self.analog:
-            area["adcs"] = adc_area_mm2(self.adc_bits) * m.weight_bits * cols * nb
-            area["mults"] = g.nand2_area_um2 * m.weight_bits * cols * rows * nb / UM2_PER_MM2
+            node = REF_NODE_NM if self.zigzag_compat else self.technology.node_nm
+            area["adcs"] = adc_area_mm2(self.adc_area_bits, node) * m.weight_bits * cols * nb
         else:
-            bcyc = m.input_bits_per_cycle
-            area["mults"] = g.nand2_area_um2 * bcyc * m.weight_bits * cols * rows * nb / UM2_PER_MM2
-            trees = bcyc * cols * nb
-            area["adders_regular"] = (g.full_adder_um2 * adder_tree_full_adders(self.rows, m.weight_bits) * trees
+            trees, width, _ = self.tree_layout
+            area["adders_regular"] = (g.full_adder_um2 * adder_tree_full_adders(self.rows, width) * trees * cols * nb
                                       / UM2_PER_MM2)
         area["adders_pv"] = g.full_adder_um2 * place_value_adders(*self.place_value_inputs) * cols * nb / UM2_PER_MM2
         if self.has_accumulator:
             area["accumulators"] = ((g.full_adder_um2 + g.dff_area_um2) * self.accumulator_bits * cols * nb
                                     / UM2_PER_MM2)
         return area
+
+    def cell_array_mm2(self) -> float:
+        """Area of one macro's cells: the YAML's cell-group area, else transistors x NAND2/4, else an SRAM array.
+
+        ZigZag-IMC counts only a given cell-group area (0 in its templates). The default mode falls
+        back to the compute cell's transistor count (a NAND2 is 4 transistors), and otherwise to the
+        CACTI-fitted SRAM estimate of an array of rows x columns x weight bits x cells per group.
+        """
+        m = self.macro
+        groups = m.rows * m.columns
+        if m.cell_group_area_um2 is not None or self.zigzag_compat:
+            return (m.cell_group_area_um2 or 0.0) * groups / UM2_PER_MM2
+        if m.cell_transistors is not None:
+            return m.cell_transistors * self.gates.nand2_area_um2 / 4 * groups * m.cells_per_group / UM2_PER_MM2
+        bits = groups * m.weight_bits * m.cells_per_group
+        return sram_area_mm2(bits, m.columns * m.weight_bits) * area_factor(self.technology.node_nm)
 
     # -- clock -----------------------------------------------------------------------------------
     def clock(self) -> Clock:
@@ -200,13 +250,15 @@ class MacroModel:
         """
         m, g = self.macro, self.gates
         path = dict.fromkeys(DELAY_COMPONENTS, 0.0)
-        path["mults"] = g.nand2_delay_ns
+        booth = not self.zigzag_compat and not self.analog and m.circuit.adder_trees == "booth"
+        # a Booth digit needs its encoder (an XOR) and a selector (two NAND2) before the tree
+        path["mults"] = g.full_adder_carry_delay_ns if booth else g.nand2_delay_ns
         if self.analog:
-            path["adcs"] = adc_delay_ns(self.adc_bits, self.rows)
+            path["adcs"] = adc_delay_ns(self.adc_bits, self.adc_load_rows)
         else:
-            path["adders_regular"] = adder_tree_delay_ns(self.rows, m.weight_bits, g)
-        n, _ = self.place_value_inputs
-        path["adders_pv"] = place_value_delay_ns(n, g)
+            path["adders_regular"] = adder_tree_delay_ns(self.rows, self.tree_layout[1], g)
+        n, p_in = self.place_value_inputs
+        path["adders_pv"] = place_value_delay_ns(n, g, None if self.zigzag_compat else p_in)
         if self.has_accumulator:
             extra = self.accumulator_bits - self.place_value_out_bits - 1
             path["accumulators"] = g.full_adder_carry_delay_ns + max(0, extra) * g.carry_ripple_delay_ns
@@ -254,7 +306,8 @@ class MacroModel:
             bcyc = m.input_bits_per_cycle
             mult_rows = self.rows if self.zigzag_compat else r
             e["mults"] = g.multiplier_fJ * bcyc * bw * m.columns * mult_rows * toggle * density
-            e["adders_regular"] = adder_tree_energy_fJ(self.rows, bw, r, g) * bcyc * c * toggle * density
+            trees, width, _ = self.tree_layout
+            e["adders_regular"] = adder_tree_energy_fJ(self.rows, width, r, g) * trees * c * toggle * density
         e["adders_pv"] = g.full_adder_fJ * place_value_adders(*self.place_value_inputs) * c
         if self.has_accumulator:
             e["accumulators"] = (g.full_adder_fJ + g.dff_fJ) * self.accumulator_bits * c

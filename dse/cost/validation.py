@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import io
 import os
 import tempfile
@@ -81,30 +82,33 @@ def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat:
         ("energy per MAC (fJ)", "tops_per_w", lambda p: {k: v * 1e3 / p.macs_per_cycle
                                                          for k, v in p.energy_per_cycle_pJ.items()}),
     ]
-    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=[p[0] for p in panels], vertical_spacing=0.08)
+    titles = [f"{title}, relative to the reported value" for title, _, _ in panels]
+    fig = make_subplots(rows=len(panels), cols=1, subplot_titles=titles, vertical_spacing=0.08)
     palette = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D", "#BAB0AC"]
     colours: dict[str, str] = {}
     reported = {(r.chip, r.metric): r.reported for r in rows}
     for i, (_, metric, parts) in enumerate(panels, start=1):
+        # each chip's bars are divided by its reported figure, so chips 20x apart share one axis
+        scale = []
+        for name in names:
+            value = reported.get((name, metric))
+            scale.append((2e3 / value if metric == "tops_per_w" else value) if value else None)
         x = [names, ["model"] * len(names)]
         components: dict[str, list[float]] = {}
         for n, name in enumerate(names):
             for comp, value in parts(peaks[name]).items():
-                components.setdefault(comp, [0.0] * len(names))[n] = value
+                components.setdefault(comp, [0.0] * len(names))[n] = value / scale[n] if scale[n] else 0.0
         for comp, values in components.items():
             if not any(values):
                 continue
             colour = colours.setdefault(comp, palette[len(colours) % len(palette)])
             fig.add_trace(go.Bar(x=x, y=values, name=comp, marker_color=colour, legendgroup=comp,
                                  showlegend=comp not in {t.name for t in fig.data}), row=i, col=1)
-        values = []
-        for name in names:
-            value = reported.get((name, metric))
-            if value and metric == "tops_per_w":
-                value = 2e3 / value  # TOP/s/W -> fJ per MAC
-            values.append(value)
-        fig.add_trace(go.Bar(x=[names, ["reported"] * len(names)], y=values, name="reported",
-                             marker_color="#333333", legendgroup="reported", showlegend=i == 1), row=i, col=1)
+        fig.add_trace(go.Bar(x=[names, ["reported"] * len(names)], y=[1.0 if s else None for s in scale],
+                             name="reported", marker_color="#333333", legendgroup="reported", showlegend=i == 1),
+                      row=i, col=1)
+        for bound in (0.8, 1.2):
+            fig.add_hline(y=bound, line_dash="dot", line_color="#999999", row=i, col=1)
     fig.update_layout(barmode="stack", height=1100, title="cim-dse cost model vs. the 7 calibration chips"
                       + (" (zigzag_compat)" if zigzag_compat else ""), template="plotly_white")
     table = "".join(
@@ -113,6 +117,9 @@ def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat:
         for r in rows
     )
     body = fig.to_html(full_html=False, include_plotlyjs=True)
+    missing = {r.chip for r in rows if r.metric != "tops_per_mm2" and not 0.8 <= r.ratio <= 1.2}
+    reasons = "".join(f"<li><b>{acc.name}</b>: {html.escape(acc.reported.notes)}</li>"
+                      for acc in chips if acc.name in missing and acc.reported is not None)
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>cim-dse chip validation</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -120,5 +127,6 @@ def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat:
         "<h1>Cost model vs. reported chip figures</h1>"
         "<p>Ratio = modelled / reported; green within ±20%. Energy is shown per MAC (2000 / TOP/s/W).</p>"
         f"<table><tr><th>chip</th><th>metric</th><th>reported</th><th>modelled</th><th>ratio</th></tr>{table}</table>"
-        f"{body}</body></html>"
+        + (f"<h2>Chips outside ±20%, and why</h2><ul>{reasons}</ul>" if reasons else "")
+        + f"{body}</body></html>"
     )

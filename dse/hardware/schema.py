@@ -59,7 +59,20 @@ class Circuit:
     adder_input_bits: int | None = Field(None, gt=0, description="adder-tree input width in bits, if not derived")
     accumulator_bits: int | None = Field(None, gt=0, description="accumulator width in bits, if not derived")
     output_bits: int | None = Field(None, gt=0, description="macro output width in bits, if not derived")
-    booth_encoding: bool = Field(False, description="digital multipliers use Booth-encoded inputs")
+    adder_trees: Literal["per_input_bit", "per_weight_bit", "booth"] = Field(
+        "per_input_bit", description="digital column organisation: per_input_bit = one tree per input bit of the "
+        "cycle, summing 1b x weight_bits products (ZigZag-IMC); per_weight_bit = one tree per weight bit (bit-parallel "
+        "weight columns), summing input_bits_per_cycle x 1b products, joined by a place-value tree; booth = one tree "
+        "of radix-4 Booth partial products (weight_bits + 1 wide), 2 input bits per cycle"
+    )
+    adc_physical_bits: int | None = Field(
+        None, gt=0, le=16, description="resolution the ADC is built for (its area), when conversions stop early at "
+        "adc_bits (LSB-first, early-stop ADCs); default adc_bits"
+    )
+    adc_input_rows: int | None = Field(
+        None, gt=0, description="bitline rows the ADC input settles (its delay); capacitive coupling presents a "
+        "smaller node; default: rows per conversion"
+    )
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -119,7 +132,12 @@ class Macro:
         None, ge=0, description="energy to write one weight into the cells, pJ (default: modelled)"
     )
     cell_group_area_um2: float | None = Field(
-        None, ge=0, description="area of one cell group, um^2 (default: modelled)"
+        None, ge=0, description="area of one cell group, um^2 (default: from cell_transistors, else an SRAM array "
+        "estimate)"
+    )
+    cell_transistors: int | None = Field(
+        None, gt=0, description="transistors per stored weight, compute included (e.g. 8T/10T/18T compute cells); "
+        "sets the cell area and puts the multiplier inside the cell"
     )
     leakage_mW: float = Field(0.0, ge=0, description="static power of one macro, mW (added per cycle: mW x ns = pJ)")
     activity: Activity = Field(default_factory=Activity, description="default switching activity")
