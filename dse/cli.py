@@ -89,6 +89,7 @@ def cmd_hardware(args: argparse.Namespace) -> int:
 
     acc = load_accelerator(args.file)
     summary = summarize(acc)
+    summary["model"] = peak_summary(acc, zigzag_compat=args.zigzag_compat)
     if args.json:
         _print_json(summary)
         return 0
@@ -121,11 +122,45 @@ def cmd_hardware(args: argparse.Namespace) -> int:
         console.print(table)
     else:
         console.print("memory levels: none (macro only)")
+    pk = summary["model"]
+    console.print(
+        f"model ({'zigzag_compat' if args.zigzag_compat else 'default mode'}), peak: clock {pk['clock_ns']:.4g} ns, "
+        f"area {pk['area_mm2']:.4g} mm2, {pk['tops']:.4g} TOP/s, {pk['tops_per_w']:.4g} TOP/s/W, "
+        f"{pk['tops_per_mm2']:.4g} TOP/s/mm2, {pk['energy_per_mac_fJ']:.4g} fJ/MAC"
+    )
+    breakdowns = (("energy per MAC (fJ)", "energy_per_mac_fJ_by_component"),
+                  ("area (mm2)", "area_mm2_by_component"), ("clock path (ns)", "clock_path_ns"))
+    for title, key in breakdowns:
+        parts = ", ".join(f"{k} {v:.3g}" for k, v in pk[key].items() if v)
+        console.print(f"       {title}: {parts}")
     if "reported" in summary:
         r = summary["reported"]
         figures = ", ".join(f"{k} {v:g}" for k, v in r.items() if k != "source")
         console.print(f"reported ({r['source']}): {figures}")
     return 0
+
+
+def peak_summary(acc, *, zigzag_compat: bool = False) -> dict:
+    """The cost model's peak figures of an accelerator's macros, with their breakdowns."""
+    from dse.cost import peak_performance
+
+    peak = peak_performance(acc.macro, acc.technology, zigzag_compat=zigzag_compat, clock_ns=acc.clock_ns)
+    return {
+        "zigzag_compat": zigzag_compat,
+        "clock_ns": peak.clock_ns,
+        "area_mm2": peak.area_total_mm2,
+        "macs_per_cycle": peak.macs_per_cycle,
+        "tops": peak.tops,
+        "tops_per_w": peak.tops_per_w,
+        "tops_per_mm2": peak.tops_per_mm2,
+        "energy_per_mac_fJ": peak.energy_per_mac_fJ,
+        "energy_per_mac_fJ_by_component": {
+            k: v * 1e3 / peak.macs_per_cycle for k, v in peak.energy_per_cycle_pJ.items()
+        },
+        "area_mm2_by_component": peak.area_mm2,
+        "clock_path_ns": peak.clock.path_ns,
+        "pipelined": peak.clock.pipelined,
+    }
 
 
 def _num(value: float | None) -> str:
@@ -277,8 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_workload)
 
-    p = sub.add_parser("hardware", help="print a summary of an accelerator YAML file")
+    p = sub.add_parser("hardware", help="print a summary of an accelerator YAML file and its modelled peak figures")
     p.add_argument("file")
+    p.add_argument("--zigzag-compat", action="store_true", help="model with ZigZag-IMC's original arithmetic")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_hardware)
 

@@ -47,6 +47,15 @@ def test_hardware_json(capsys):
     code, out, _ = run_cli(capsys, "hardware", str(ROOT / "hardware" / "dimc4.yaml"), "--json")
     data = json.loads(out)
     assert code == 0 and data["macro"]["rows"] == 128 and data["reported"]["tops_per_w"] == 275
+    model = data["model"]
+    assert model["tops_per_w"] == pytest.approx(2e3 / model["energy_per_mac_fJ"])
+    assert sum(model["area_mm2_by_component"].values()) == pytest.approx(model["area_mm2"])
+
+
+def test_hardware_zigzag_compat_peak(capsys):
+    code, out, _ = run_cli(capsys, "hardware", str(ROOT / "hardware" / "aimc_template.yaml"), "--zigzag-compat", "--json")
+    model = json.loads(out)["model"]
+    assert code == 0 and f"{model['clock_ns']:.4g}" == "14.07" and f"{model['tops_per_w']:.3g}" == "9.62"
 
 
 def test_hardware_text(capsys):
