@@ -275,6 +275,57 @@ def _fig(value: float | None) -> str:
     return "-" if not value else f"{value:g}"
 
 
+# -- evaluate (main_onnx.py) ---------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from dse.api import evaluate, write_results
+
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("mapping layers", total=None)
+
+        def progress(i: int, n: int, name: str) -> None:
+            bar.update(task, total=n, completed=i, description=f"mapping {name}")
+
+        result = evaluate(args.workload, args.hardware, args.mapping, opt=args.opt,
+                          zigzag_compat=args.zigzag_compat, progress=progress)
+    default = Path("outputs") / f"{Path(args.hardware).stem}-{Path(args.workload).stem}"
+    out = Path(args.output) if args.output else default
+    paths = write_results(result, out)
+    if args.json:
+        _print_json(result.summary())
+        return 0
+    table = Table(title=f"{result.workload} on {result.accelerator} (opt={result.opt}"
+                  f"{', zigzag_compat' if result.zigzag_compat else ''})", title_justify="left")
+    for col in ("layer", "op", "MACs", "spatial mapping", "util", "energy pJ", "cycles", "of which stalls"):
+        table.add_column(col, justify="left" if col in ("layer", "op", "spatial mapping") else "right")
+    for layer in result.layers:
+        table.add_row(layer.layer, layer.op, f"{layer.macs:,}", layer.counts.spatial.describe(),
+                      f"{layer.utilization:.0%}", f"{layer.energy_pJ:.4g}", f"{layer.latency_cycles:,.0f}",
+                      f"{layer.stall_cycles + layer.weight_load_cycles:,.0f}")
+    table.add_section()
+    table.add_row("total", "", f"{result.macs:,}", "", "", f"{result.energy_pJ:.4g}",
+                  f"{result.latency_cycles:,.0f}", "")
+    console = _console()
+    console.print(table)
+    console.print(f"energy {result.energy_pJ:.4g} pJ, latency {result.latency_cycles:,.0f} cycles x "
+                  f"{result.clock_ns:.4g} ns = {result.latency_s * 1e3:.4g} ms, area {result.area_total_mm2:.4g} mm2")
+    console.print(f"wrote {', '.join(display_path(p) for p in paths)}")
+    return 0
+
+
+def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workload", help="ONNX model")
+    p.add_argument("hardware", help="accelerator YAML")
+    p.add_argument("mapping", help="mapping YAML")
+    p.add_argument("--opt", choices=("energy", "latency", "edp"), default="latency", help="what the mapper minimises")
+    p.add_argument("--output", help="results folder (default outputs/<hardware>-<workload>/)")
+    p.add_argument("--zigzag-compat", action="store_true", help="ZigZag-IMC's original macro arithmetic")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+
 # -- validate-chips ------------------------------------------------------------------------
 def cmd_validate_chips(args: argparse.Namespace) -> int:
     from dse.cost.validation import chip_rows, report_html, rows_to_csv, write_atomic
@@ -330,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("which", choices=("hardware", "mapping"))
     p.add_argument("--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("evaluate", help="map a workload onto an accelerator and report energy, latency and area")
+    add_evaluate_arguments(p)
 
     p = sub.add_parser("validate-chips", help="compare the cost model with the 7 chips' reported figures")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")

@@ -315,7 +315,15 @@ class MacroModel:
             e["leakage"] = m.leakage_mW * (clock_ns or self.clock().period_ns) * FJ_PER_PJ  # mW x ns = pJ
         return {k: v / FJ_PER_PJ for k, v in e.items()}
 
-    def precharge_energy_pJ(self, cell_groups: int) -> float:
+    def cell_write_energy_pJ(self) -> float:
+        """Energy to write one weight into the cells: the YAML's, else its bits driving a full bitline."""
+        m = self.macro
+        if m.cell_write_energy_pJ is not None:
+            return m.cell_write_energy_pJ
+        g = self.gates
+        return g.energy_fJ(g.cell_cap_fF * m.rows * m.cells_per_group) * m.weight_bits / FJ_PER_PJ
+
+    def precharge_energy_pJ(self, cell_groups: float) -> float:
         """Energy of precharging the local bitlines of ``cell_groups`` cell groups once (M > 1 only)."""
         m, g = self.macro, self.gates
         if m.cells_per_group <= 1:

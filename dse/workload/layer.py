@@ -13,7 +13,6 @@ C=C, K=N; see ``dse.workload.onnx_loader``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
@@ -59,7 +58,7 @@ class Loops:
 
     @property
     def macs(self) -> int:
-        return math.prod(self.as_dict().values())
+        return self.B * self.K * self.C * self.OY * self.OX * self.FY * self.FX * self.G
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,111 @@
+"""The Python API, ZigZag-style: pass paths or objects, get energy, latency, clock, area and per-layer results.
+
+    from dse.api import get_hardware_performance
+    energy_pJ, latency_cycles, clock_ns, area_mm2, result = get_hardware_performance(
+        "workloads/resnet18_imagenet.onnx", "hardware/aimc_template.yaml", "mapping/default.yaml", opt="latency")
+
+The first four values are those of ZigZag-IMC's ``get_hardware_performance_zigzag(...,
+in_memory_compute=True)``; the fifth is a :class:`dse.cost.network.NetworkCost` with every layer's
+energy breakdown, latency split and chosen mapping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from dse.cost.network import OBJECTIVES, NetworkCost, evaluate_network
+from dse.errors import InputError
+from dse.hardware import Accelerator, load_accelerator
+from dse.mapping import MappingSpec, check_mapping, load_mapping
+from dse.workload import Workload, load_onnx
+
+__all__ = ["evaluate", "get_hardware_performance", "write_results"]
+
+
+def _workload(workload: str | Path | Workload | onnx.ModelProto) -> Workload:
+    return workload if isinstance(workload, Workload) else load_onnx(workload)
+
+
+def _accelerator(accelerator: str | Path | Accelerator) -> Accelerator:
+    return accelerator if isinstance(accelerator, Accelerator) else load_accelerator(accelerator)
+
+
+def _mapping(mapping: str | Path | MappingSpec) -> MappingSpec:
+    return mapping if isinstance(mapping, MappingSpec) else load_mapping(mapping)
+
+
+def evaluate(workload, accelerator, mapping, *, opt: str = "latency", zigzag_compat: bool = False,
+             progress=None) -> NetworkCost:
+    """Map and price every compute layer; inputs are paths or the loaded objects."""
+    if opt not in OBJECTIVES:
+        raise InputError(None, "opt", f"= {opt!r}: expected one of {', '.join(OBJECTIVES)}")
+    wl, acc, spec = _workload(workload), _accelerator(accelerator), _mapping(mapping)
+    check_mapping(spec, wl, acc)
+    wl = wl.with_precisions(spec.precision_of)
+    _check_precisions(wl, acc, spec)
+    return evaluate_network(wl, acc, spec, opt=opt, zigzag_compat=zigzag_compat, progress=progress)
+
+
+def _check_precisions(wl: Workload, acc: Accelerator, spec: MappingSpec) -> None:
+    """A layer whose operands are wider than the macro computes cannot run on it: say which and why."""
+    macro = acc.macro
+    for layer in wl.layers:
+        p = layer.precision
+        for operand, bits, limit, field in (("W", p.W, macro.weight_bits, "weight_bits"),
+                                             ("I", p.I, macro.input_bits, "input_bits")):
+            if bits > limit:
+                raise InputError(
+                    wl.source or wl.name, f"layer '{layer.name}'",
+                    f"{operand} precision {bits} bits exceeds the macro's {field} = {limit} ({acc.name})",
+                    f"lower it with a `precision:` entry in {spec.source}, or use a macro with more bits",
+                )
+
+
+def get_hardware_performance(workload, accelerator, mapping, *, opt: str = "latency",
+                             dump_folder: str | Path | None = None, zigzag_compat: bool = False):
+    """``(energy_pJ, latency_cycles, clock_ns, area_mm2, NetworkCost)``, optionally written to ``dump_folder``."""
+    result = evaluate(workload, accelerator, mapping, opt=opt, zigzag_compat=zigzag_compat)
+    if dump_folder is not None:
+        write_results(result, dump_folder)
+    return result.energy_pJ, result.latency_cycles, result.clock_ns, result.area_total_mm2, result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(result: NetworkCost, folder: str | Path) -> list[Path]:
+    """summary.json, layers.json (breakdowns and mappings) and layers.csv, each written atomically."""
+    import csv
+    import io
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    layers = [layer.to_json() for layer in result.layers]
+    buf = io.StringIO()
+    fields = ["layer", "op", "macs", "energy_pJ", "latency_cycles", "compute_cycles", "stall_cycles",
+              "weight_load_cycles", "latency_s", "spatial_utilization", "spatial_mapping", "temporal_order"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for layer, cost in zip(layers, result.layers, strict=True):
+        row = {k: layer[k] for k in fields if k in layer}
+        row["spatial_mapping"] = cost.counts.spatial.describe()
+        row["temporal_order"] = " ".join(f"{d}{s}" for d, s in cost.counts.order)
+        writer.writerow(row)
+    paths = [out / "summary.json", out / "layers.json", out / "layers.csv"]
+    _write_atomic(paths[0], json.dumps(result.summary(), indent=2) + "\n")
+    _write_atomic(paths[1], json.dumps(layers, indent=1) + "\n")
+    _write_atomic(paths[2], buf.getvalue())
+    return paths

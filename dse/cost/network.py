@@ -1,0 +1,287 @@
+"""Energy, latency and area of a layer and a network: the mapper's action counts, priced.
+
+Macro energy = per-cycle component energies at the mapped rows and columns x S x the macro
+activations (ZigZag-IMC's S x A); the cells are charged per weight written and per cell-group
+precharge; every memory level per full-width access (its YAML energies, else the estimates of
+``dse.cost.memory``). Latency = compute cycles + stalls where a level's ports cannot keep up +
+weight loading the macro cannot hide. Area = the macros + the memory levels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dse.cost.macro import ENERGY_COMPONENTS, MacroModel
+from dse.cost.memory import memory_costs, word_accesses
+from dse.hardware.schema import ARRAY_DIMS, Accelerator
+from dse.mapping.mapper import SearchSettings, search_cached
+from dse.mapping.spec import MappingSpec
+from dse.mapping.temporal import CELLS, ActionCounts
+from dse.workload.graph import Workload
+from dse.workload.layer import Layer
+
+Objective = Literal["energy", "latency", "edp"]
+OBJECTIVES: tuple[str, ...] = ("energy", "latency", "edp")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer's cost under its chosen mapping."""
+
+    layer: str
+    op: str
+    macs: int
+    macro_energy_pJ: dict[str, float]  # by macro component, plus cell writes and precharge
+    memory_energy_pJ: dict[str, dict[str, float]]  # level -> operand -> pJ
+    compute_cycles: float
+    stall_cycles: float
+    weight_load_cycles: float
+    clock_ns: float
+    counts: ActionCounts = field(repr=False)
+
+    @property
+    def energy_pJ(self) -> float:
+        return sum(self.macro_energy_pJ.values()) + sum(sum(v.values()) for v in self.memory_energy_pJ.values())
+
+    @property
+    def latency_cycles(self) -> float:
+        return self.compute_cycles + self.stall_cycles + self.weight_load_cycles
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency_cycles * self.clock_ns * 1e-9
+
+    @property
+    def utilization(self) -> float:
+        return self.counts.spatial_utilization
+
+    def to_json(self) -> dict:
+        c = self.counts
+        return {
+            "layer": self.layer,
+            "op": self.op,
+            "macs": self.macs,
+            "energy_pJ": self.energy_pJ,
+            "macro_energy_pJ": self.macro_energy_pJ,
+            "memory_energy_pJ": self.memory_energy_pJ,
+            "latency_cycles": self.latency_cycles,
+            "compute_cycles": self.compute_cycles,
+            "stall_cycles": self.stall_cycles,
+            "weight_load_cycles": self.weight_load_cycles,
+            "latency_s": self.latency_s,
+            "spatial_utilization": self.utilization,
+            "mapping": {
+                "spatial": {a: [[d, s] for d, s in c.spatial.on(a)] for a in ARRAY_DIMS},
+                "temporal_innermost_first": [[d, s] for d, s in c.order],
+                "allocation": {op: [[lvl, n] for lvl, n in alloc] for op, alloc in c.allocation.items()},
+                "rows_mapped": c.rows_mapped,
+                "columns_mapped": c.columns_mapped,
+                "macros_used": c.macros_used,
+            },
+            "actions": {
+                "macro_activations": c.activations,
+                "cycles_per_mac": c.cycles_per_mac,
+                "weights_written": c.weights_written,
+                "precharges": c.precharges,
+                "traffic_bits": [
+                    {"level": t.level, "operand": t.operand, "read": t.read_bits, "write": t.write_bits}
+                    for t in c.traffic
+                ],
+            },
+        }
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """A network's cost: its layers, the clock and the area."""
+
+    accelerator: str
+    workload: str
+    layers: tuple[LayerCost, ...]
+    clock_ns: float
+    area_mm2: dict[str, float]
+    zigzag_compat: bool
+    opt: str
+
+    @property
+    def energy_pJ(self) -> float:
+        return sum(layer.energy_pJ for layer in self.layers)
+
+    @property
+    def latency_cycles(self) -> float:
+        return sum(layer.latency_cycles for layer in self.layers)
+
+    @property
+    def latency_s(self) -> float:
+        return self.latency_cycles * self.clock_ns * 1e-9
+
+    @property
+    def area_total_mm2(self) -> float:
+        return sum(self.area_mm2.values())
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def summary(self) -> dict:
+        return {
+            "accelerator": self.accelerator,
+            "workload": self.workload,
+            "opt": self.opt,
+            "zigzag_compat": self.zigzag_compat,
+            "energy_pJ": self.energy_pJ,
+            "latency_cycles": self.latency_cycles,
+            "clock_ns": self.clock_ns,
+            "latency_s": self.latency_s,
+            "area_mm2": self.area_total_mm2,
+            "area_breakdown_mm2": self.area_mm2,
+            "layers": len(self.layers),
+            "macs": self.macs,
+            "energy_breakdown_pJ": self.energy_breakdown(),
+        }
+
+    def energy_breakdown(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            for k, v in layer.macro_energy_pJ.items():
+                out[f"macro.{k}"] = out.get(f"macro.{k}", 0.0) + v
+            for level, ops in layer.memory_energy_pJ.items():
+                out[f"memory.{level}"] = out.get(f"memory.{level}", 0.0) + sum(ops.values())
+        return out
+
+
+class Pricer:
+    """Prices action counts of one layer on one accelerator; the per-level and per-shape constants are
+    computed once, so the mapper can score thousands of candidate mappings cheaply."""
+
+    def __init__(self, layer: Layer, acc: Accelerator, spec: MappingSpec | None, zigzag_compat: bool):
+        self.layer, self.acc, self.zigzag_compat = layer, acc, zigzag_compat
+        self.model = MacroModel(acc.macro, acc.technology, zigzag_compat)
+        self.clock_ns = acc.clock_ns or self.model.clock().period_ns
+        self.activity = spec.resolve(layer).activity if spec is not None else None
+        self.cell_write_pJ = self.model.cell_write_energy_pJ()
+        self.precharge_pJ = self.model.precharge_energy_pJ(1)
+        self.memories = {m.name: (m, memory_costs(m, acc.technology)) for m in acc.memories}
+        self._per_cycle: dict[tuple[int, int], dict[str, float]] = {}
+
+    def per_cycle(self, rows: int, columns: int) -> dict[str, float]:
+        key = (rows, columns)
+        if key not in self._per_cycle:
+            a = self.activity
+            self._per_cycle[key] = self.model.cycle_energy_pJ(
+                rows_mapped=rows, columns_mapped=columns,
+                input_toggle_rate=a.input_toggle_rate if a else None,
+                weight_sparsity=a.weight_sparsity if a else None, clock_ns=self.clock_ns,
+            )
+        return self._per_cycle[key]
+
+    def _memory_energy(self, counts: ActionCounts):
+        for t in counts.traffic:
+            if t.level == CELLS:
+                continue
+            mem, costs = self.memories[t.level]
+            reads = word_accesses(t.read_bits, mem.min_word_bits, mem.word_bits) if t.read_bits else 0.0
+            writes = word_accesses(t.write_bits, mem.min_word_bits, mem.word_bits) if t.write_bits else 0.0
+            yield t.level, t.operand, reads * costs.read_energy_pJ + writes * costs.write_energy_pJ
+
+    def energy_and_latency(self, counts: ActionCounts) -> tuple[float, float]:
+        """Total energy (pJ) and latency (cycles): the mapper's objective, without the breakdowns."""
+        return sum(self.layer_cost(counts, breakdown=False)), counts.latency_cycles
+
+    def layer_cost(self, counts: ActionCounts, breakdown: bool = True):
+        """The full :class:`LayerCost` (or, with ``breakdown=False``, just the energy terms)."""
+        per_cycle = self.per_cycle(counts.rows_mapped, counts.columns_mapped)
+        macro_cycles = counts.activations * counts.cycles_per_mac
+        macro = {k: per_cycle[k] * macro_cycles for k in ENERGY_COMPONENTS if k != "leakage"}
+        macro["cell_writes"] = counts.weights_written * self.cell_write_pJ
+        macro["local_bl_precharging"] = counts.precharges * self.precharge_pJ
+        latency = counts.latency_cycles
+        acc = self.acc
+        if not self.zigzag_compat and acc.macro.leakage_mW:
+            macro["leakage"] = acc.macro.leakage_mW * acc.macro.count * latency * self.clock_ns
+        if not breakdown:
+            terms = list(macro.values()) + [e for _, _, e in self._memory_energy(counts)]
+            if not self.zigzag_compat:
+                terms += [m.leakage_mW * latency * self.clock_ns for m in acc.memories if m.leakage_mW]
+            return terms
+        memories: dict[str, dict[str, float]] = {}
+        for level, operand, energy in self._memory_energy(counts):
+            memories.setdefault(level, {}).setdefault(operand, 0.0)
+            memories[level][operand] += energy
+        if not self.zigzag_compat:
+            for mem in acc.memories:
+                if mem.leakage_mW:  # only what the YAML states: the estimates are upper bounds
+                    memories.setdefault(mem.name, {})["leakage"] = mem.leakage_mW * latency * self.clock_ns
+        layer = self.layer
+        return LayerCost(
+            layer=layer.name, op=layer.op, macs=layer.macs, macro_energy_pJ=macro, memory_energy_pJ=memories,
+            compute_cycles=counts.compute_cycles, stall_cycles=counts.stall_cycles,
+            weight_load_cycles=counts.weight_load_cycles, clock_ns=self.clock_ns, counts=counts,
+        )
+
+
+def price(layer: Layer, acc: Accelerator, counts: ActionCounts, spec: MappingSpec | None,
+          zigzag_compat: bool) -> LayerCost:
+    """Energy and latency of ``counts``."""
+    return Pricer(layer, acc, spec, zigzag_compat).layer_cost(counts)
+
+
+def _objective(layer: Layer, acc: Accelerator, spec: MappingSpec | None, opt: str, zigzag_compat: bool):
+    pricer = Pricer(layer, acc, spec, zigzag_compat)
+
+    def score(counts: ActionCounts) -> tuple[float, ...]:
+        energy, latency = pricer.energy_and_latency(counts)
+        if opt == "energy":
+            return (energy, latency)
+        if opt == "latency":
+            return (latency, energy)
+        return (energy * latency, latency)
+
+    return score
+
+
+def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: str = "latency",
+                   zigzag_compat: bool = False, settings: SearchSettings = SearchSettings()) -> LayerCost:  # noqa: B008
+    """Map ``layer`` for ``opt`` and price the best mapping."""
+    if opt not in OBJECTIVES:
+        raise ValueError(f"opt = {opt!r}: expected one of {', '.join(OBJECTIVES)}")
+    resolved = spec.resolve(layer)
+    counts = search_cached(layer, acc, resolved, _objective(layer, acc, spec, opt, zigzag_compat),
+                           (opt, zigzag_compat, repr(resolved.activity)), settings, spec.source)
+    return price(layer, acc, counts, spec, zigzag_compat)
+
+
+def memory_area_mm2(acc: Accelerator, zigzag_compat: bool) -> dict[str, float]:
+    """Area of each memory level: the YAML's, else the estimate for all its instances."""
+    out = {}
+    for mem in acc.memories:
+        if mem.area_mm2 is not None or zigzag_compat:
+            out[mem.name] = mem.area_mm2 or 0.0
+            continue
+        caps = {"D1": acc.macro.columns, "D2": acc.macro.rows_per_conversion, "D3": acc.macro.count}
+        instances = 1
+        for dim in ARRAY_DIMS:
+            if dim not in mem.served_dimensions:
+                instances *= caps[dim]
+        out[mem.name] = memory_costs(mem, acc.technology, instances).area_mm2
+    return out
+
+
+def evaluate_network(workload: Workload, acc: Accelerator, spec: MappingSpec, *, opt: str = "latency",
+                     zigzag_compat: bool = False, settings: SearchSettings = SearchSettings(),  # noqa: B008
+                     progress=None) -> NetworkCost:
+    """Every compute layer of ``workload`` mapped and priced; ``progress(i, n, name)`` is called per layer."""
+    model = MacroModel(acc.macro, acc.technology, zigzag_compat)
+    layers = []
+    todo = workload.layers
+    for i, layer in enumerate(todo):
+        if progress is not None:
+            progress(i, len(todo), layer.name)
+        layers.append(evaluate_layer(layer, acc, spec, opt=opt, zigzag_compat=zigzag_compat, settings=settings))
+    area = {f"macro.{k}": v for k, v in model.area_mm2().items()}
+    area.update({f"memory.{k}": v for k, v in memory_area_mm2(acc, zigzag_compat).items()})
+    return NetworkCost(
+        accelerator=acc.name, workload=workload.name, layers=tuple(layers),
+        clock_ns=acc.clock_ns or model.clock().period_ns, area_mm2=area, zigzag_compat=zigzag_compat, opt=opt,
+    )

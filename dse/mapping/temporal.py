@@ -1,0 +1,295 @@
+"""Temporal mapping: a loop order over the memory levels, and the actions it implies.
+
+Given a spatial mapping and an order of the remaining (temporal) loops, innermost first, every
+operand's loops are allocated bottom-up to its memory levels: a level keeps the largest innermost
+tile that fits its capacity (``uneven`` allocation: each operand cuts the nest where its own levels
+fill). A level is refilled once per iteration of the loops above its tile, except for a run of
+loops directly above the tile that the operand does not depend on: the tile stays (stationarity).
+Weights always sit lowest in the macro's cells: with one weight per cell group, only loops the
+weights do not depend on (B, OX, OY) can turn inside the cells, which is what weight-stationary
+means.
+
+The result is an :class:`ActionCounts`: accesses per memory level and operand, weights written into
+the cells, macro activations, cycles. It is the seam to the cost model, which prices the actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dse.hardware.schema import Accelerator
+from dse.mapping.loops import RELEVANT, product
+from dse.mapping.spatial import ARRAY, SpatialMapping, capacities
+from dse.workload.layer import LOOP_DIMS, Layer
+
+CELLS = "cells"
+
+
+@dataclass(frozen=True)
+class LevelTraffic:
+    """Bits read from and written into one memory level for one layer operand."""
+
+    level: str
+    operand: str  # W, I or O
+    read_bits: float
+    write_bits: float
+    instances: int
+
+
+@dataclass(frozen=True)
+class ActionCounts:
+    """What one layer does on the hardware under one mapping (no energies: those are the cost model's)."""
+
+    macs: int
+    spatial: SpatialMapping
+    order: tuple[tuple[str, int], ...]  # temporal loops, innermost first
+    allocation: dict[str, tuple[tuple[str, int], ...]]  # operand -> (level, loops it holds) lowest first
+    temporal_iterations: int
+    cycles_per_mac: int
+    rows_mapped: int  # per macro
+    columns_mapped: int  # per macro
+    macros_used: int
+    activations: float  # full-MAC macro activations (ZigZag's A)
+    weights_written: float
+    precharges: float  # cell-group precharges (cells_per_group > 1)
+    traffic: tuple[LevelTraffic, ...]
+    compute_cycles: int
+    stall_cycles: float
+    weight_load_cycles: float
+    transfer_cycles: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency_cycles(self) -> float:
+        return self.compute_cycles + self.stall_cycles + self.weight_load_cycles
+
+    @property
+    def spatial_utilization(self) -> float:
+        """Useful MACs per cycle over the array's peak, averaged over the layer."""
+        return self.macs / (self.temporal_iterations * self.peak_macs_per_iteration)
+
+    peak_macs_per_iteration: int = 1
+
+
+@dataclass(frozen=True)
+class _Level:
+    name: str
+    capacity_bits: float  # per instance
+    served: frozenset[str]
+    read_bits_per_cycle: float  # per instance
+    write_bits_per_cycle: float
+    shared_port: bool
+
+
+def operand_levels(acc: Accelerator, links: dict[str, str]) -> dict[str, list[_Level]]:
+    """The memory levels of each layer operand, lowest first; the weights start in the cells."""
+    macro = acc.macro
+    out: dict[str, list[_Level]] = {"W": [_Level(CELLS, macro.cells_per_group * macro.weight_bits, frozenset(),
+                                                 macro.weight_bits, macro.weight_bits, True)]}
+    out.setdefault("I", [])
+    out.setdefault("O", [])
+    for mem in acc.memories:
+        for operand in ("W", "I", "O"):
+            if links[operand] in mem.operands:
+                capacity = mem.size_bits / (2 if mem.double_buffered else 1)
+                ports = mem.ports
+                rw = ports.read_write
+                out[operand].append(_Level(
+                    mem.name, capacity, frozenset(mem.served_dimensions),
+                    (ports.read + rw) * mem.word_bits, (ports.write + rw) * mem.word_bits,
+                    shared_port=ports.read == 0 or ports.write == 0,
+                ))
+    return out
+
+
+def psum_bits(layer: Layer) -> int:
+    """Partial sums are kept at twice the input precision (ZigZag-IMC's convention)."""
+    return 2 * layer.precision.I
+
+
+DIM_INDEX = {d: i for i, d in enumerate(LOOP_DIMS)}
+_B, _K, _C, _OY, _OX, _FY, _FX, _G = range(8)
+_RELEVANT_IDX = {op: frozenset(DIM_INDEX[d] for d in dims) for op, dims in RELEVANT.items()}
+
+
+class _Footprint:
+    """Footprints on 8-vectors of loop sizes (indexed as LOOP_DIMS): the hot path of the search."""
+
+    def __init__(self, layer: Layer):
+        self.sy, self.sx = layer.stride
+        self.dy, self.dx = layer.dilation
+        self.full_y, self.full_x = layer.input_size
+
+    def __call__(self, operand: str, t: list[int]) -> int:
+        if operand == "W":
+            return t[_G] * t[_K] * t[_C] * t[_FY] * t[_FX]
+        if operand == "O":
+            return t[_B] * t[_G] * t[_K] * t[_OY] * t[_OX]
+        iy = min((t[_OY] - 1) * self.sy + (t[_FY] - 1) * self.dy + 1, self.full_y)
+        ix = min((t[_OX] - 1) * self.sx + (t[_FX] - 1) * self.dx + 1, self.full_x)
+        return t[_B] * t[_G] * t[_C] * iy * ix
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """One operand's levels with what is fixed for a spatial mapping: served tile and instance count."""
+
+    levels: tuple[_Level, ...]
+    base: tuple[tuple[int, ...], ...]  # spatial tile each level's instance covers, as 8-vectors
+    instances: tuple[int, ...]
+
+
+class ActionCounter:
+    """Counts the actions of one layer under one spatial mapping, for any temporal loop order."""
+
+    def __init__(self, layer: Layer, acc: Accelerator, spatial: SpatialMapping, links: dict[str, str]):
+        self.layer, self.acc, self.spatial = layer, acc, spatial
+        self.fp = _Footprint(layer)
+        self.bits = {"W": layer.precision.W, "I": layer.precision.I, "O": psum_bits(layer)}
+        self.chains: dict[str, _Chain] = {}
+        for operand, levels in operand_levels(acc, links).items():
+            if not levels:
+                continue
+            bases, counts = [], []
+            for level in levels:
+                vec = [1] * 8
+                for array_dim in ARRAY:
+                    if array_dim in level.served:
+                        for d, s in spatial.on(array_dim):
+                            vec[DIM_INDEX[d]] *= s
+                bases.append(tuple(vec))
+                counts.append(product(spatial.used(a) for a in ARRAY if a not in level.served))
+            self.chains[operand] = _Chain(tuple(levels), tuple(bases), tuple(counts))
+        caps = capacities(acc.macro)
+        self.peak = caps["D1"] * caps["D2"] * caps["D3"]
+        self.d1_d2 = product(s for a in ("D1", "D2") for _, s in spatial.on(a))
+        self.used = tuple(spatial.used(a) for a in ARRAY)
+
+    def count(self, order: tuple[tuple[str, int], ...]) -> ActionCounts:
+        """Allocate ``order`` (temporal loops, innermost first) to every operand's levels and count the actions."""
+        layer, macro, fp, bits = self.layer, self.acc.macro, self.fp, self.bits
+        idx = [DIM_INDEX[d] for d, _ in order]
+        sizes = [s for _, s in order]
+        n = len(order)
+        total = product(sizes)
+        # suffix products: iterations of the loops above position b
+        above = [1] * (n + 1)
+        for b in range(n - 1, -1, -1):
+            above[b] = above[b + 1] * sizes[b]
+        traffic: list[LevelTraffic] = []
+        allocation: dict[str, tuple[tuple[str, int], ...]] = {}
+        transfer: dict[str, float] = {}
+        weight_load = stream_cycles = 0.0
+        cells_boundary = 0
+
+        for operand, chain in self.chains.items():
+            relevant = _RELEVANT_IDX[operand]
+            word = bits[operand]
+            levels = chain.levels
+            # bottom-up allocation: each level keeps the largest innermost tile that fits
+            bounds: list[int] = []
+            b = 0
+            for j, level in enumerate(levels):
+                if j == len(levels) - 1:
+                    b = n
+                else:
+                    tile = list(chain.base[j])
+                    for k in range(b):
+                        tile[idx[k]] *= sizes[k]
+                    while b < n:
+                        tile[idx[b]] *= sizes[b]
+                        if fp(operand, tile) * word > level.capacity_bits:
+                            break
+                        b += 1
+                bounds.append(b)
+            allocation[operand] = tuple((lvl.name, bnd) for lvl, bnd in zip(levels, bounds, strict=True))
+            if operand == "W":
+                cells_boundary = bounds[0]
+
+            for j in range(len(levels) - 1):
+                lower, upper = levels[j], levels[j + 1]
+                bj = bounds[j]
+                run = 1
+                for k in range(bj, n):
+                    if idx[k] in relevant:
+                        break
+                    run *= sizes[k]
+                fills = above[bj] / run
+                lower_tile, upper_tile = list(chain.base[j]), list(chain.base[j + 1])
+                for k in range(bj):
+                    lower_tile[idx[k]] *= sizes[k]
+                    upper_tile[idx[k]] *= sizes[k]
+                n_lower, n_upper = chain.instances[j], chain.instances[j + 1]
+                if operand == "O":
+                    distinct = product(sizes[k] for k in range(bj, n) if idx[k] in relevant)
+                    per_transfer = fp("O", lower_tile) * n_lower
+                    final = distinct * per_transfer * layer.precision.O
+                    partial = (fills - distinct) * per_transfer * word
+                    up, down = final + partial, partial
+                    traffic.append(LevelTraffic(upper.name, "O", down, up, n_upper))
+                    traffic.append(LevelTraffic(lower.name, "O", up, down, n_lower))
+                    moved = ((upper, down, up, n_upper), (lower, up, down, n_lower))
+                else:
+                    read_upper = fills * fp(operand, upper_tile) * n_upper * word
+                    write_lower = fills * fp(operand, lower_tile) * n_lower * word
+                    traffic.append(LevelTraffic(upper.name, operand, read_upper, 0.0, n_upper))
+                    traffic.append(LevelTraffic(lower.name, operand, 0.0, write_lower, n_lower))
+                    moved = ((upper, read_upper, 0.0, n_upper), (lower, 0.0, write_lower, n_lower))
+                for level, rd, wr, count in moved:
+                    if level.name == CELLS:
+                        continue
+                    if level.shared_port:
+                        cycles = (rd + wr) / (count * level.read_bits_per_cycle)
+                    else:
+                        cycles = max(rd / (count * level.read_bits_per_cycle),
+                                     wr / (count * level.write_bits_per_cycle))
+                    if operand == "W":
+                        weight_load = max(weight_load, cycles)
+                    else:
+                        stream_cycles = max(stream_cycles, cycles)
+                    transfer[level.name] = transfer.get(level.name, 0.0) + cycles
+
+            # the array reads inputs from the lowest input level and writes partial sums into the lowest output level
+            lowest = levels[0]
+            if operand in ("I", "O") and lowest.name != CELLS:
+                per_iteration = fp(operand, list(chain.base[0])) * chain.instances[0] * word
+                moved_bits = total * per_iteration
+                if operand == "I":
+                    traffic.append(LevelTraffic(lowest.name, "I", moved_bits, 0.0, chain.instances[0]))
+                else:
+                    traffic.append(LevelTraffic(lowest.name, "O", moved_bits, moved_bits, chain.instances[0]))
+
+        compute = total * macro.cycles_per_mac
+        # weights for the next tile can be written behind the computation only where cell groups hold
+        # more than one weight; otherwise the macro waits for them
+        if macro.cells_per_group > 1:
+            stream_cycles = max(stream_cycles, weight_load)
+            weight_load = 0.0
+        w_inner = product(sizes[k] for k in range(cells_boundary) if idx[k] not in _RELEVANT_IDX["W"])
+        written = sum(t.write_bits for t in traffic if t.level == CELLS) / layer.precision.W
+        d1, d2, d3 = self.used
+        return ActionCounts(
+            macs=layer.macs,
+            spatial=self.spatial,
+            order=order,
+            allocation=allocation,
+            temporal_iterations=total,
+            cycles_per_mac=macro.cycles_per_mac,
+            rows_mapped=d2,
+            columns_mapped=d1,
+            macros_used=d3,
+            activations=layer.macs / self.d1_d2,
+            weights_written=written,
+            precharges=(total / max(1, w_inner)) * d1 * d2 * d3 if macro.cells_per_group > 1 else 0.0,
+            traffic=tuple(traffic),
+            compute_cycles=compute,
+            stall_cycles=max(0.0, stream_cycles - compute),
+            weight_load_cycles=weight_load,
+            transfer_cycles=transfer,
+            peak_macs_per_iteration=self.peak,
+        )
+
+
+def count_actions(layer: Layer, acc: Accelerator, spatial: SpatialMapping, order: tuple[tuple[str, int], ...],
+                  links: dict[str, str]) -> ActionCounts:
+    """Allocate ``order`` (temporal loops, innermost first) to every operand's levels and count the actions."""
+    return ActionCounter(layer, acc, spatial, links).count(order)

@@ -1,0 +1,206 @@
+"""The mapper and the network cost: search optimality, conservation laws of the action counts, APIs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dse.api import evaluate, get_hardware_performance
+from dse.cost.network import Pricer, evaluate_layer
+from dse.errors import InputError
+from dse.hardware import accelerator_from_dict, load_accelerator
+from dse.mapping import load_mapping, mapping_from_data
+from dse.mapping.mapper import SearchSettings, _orders, loop_factors, search
+from dse.mapping.spatial import best_candidates, candidates, temporal_sizes
+from dse.mapping.temporal import ActionCounter
+from dse.workload import Layer, Loops, Precision, load_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+CHIPS = ("aimc1", "aimc2", "aimc3", "dimc1", "dimc2", "dimc3", "dimc4", "aimc_template", "dimc_template")
+
+
+def small_accelerator(sram_bits: int = 4096, count: int = 2):
+    return accelerator_from_dict({
+        "name": "small",
+        "macro": {"kind": "digital", "rows": 16, "columns": 8, "count": count, "input_bits_per_cycle": 1,
+                  "cell_write_energy_pJ": 0.1},
+        "memories": [
+            {"name": "rf_in", "kind": "register", "size_bits": 8, "word_bits": 8, "operands": ["I1"],
+             "ports": {"read": 1, "write": 1}, "served_dimensions": ["D1"], "read_energy_pJ": 0.02,
+             "write_energy_pJ": 0.02, "area_mm2": 0},
+            {"name": "rf_out", "kind": "register", "size_bits": 16, "word_bits": 16, "operands": ["O"],
+             "ports": {"read": 1, "write": 1}, "served_dimensions": ["D2"], "read_energy_pJ": 0.02,
+             "write_energy_pJ": 0.02, "area_mm2": 0},
+            {"name": "sram", "size_bits": sram_bits, "word_bits": 64, "operands": ["I1", "O"],
+             "ports": {"read": 1, "write": 1}, "read_energy_pJ": 5.0, "write_energy_pJ": 6.0, "area_mm2": 0},
+            {"name": "dram", "kind": "dram", "size_bits": 10**9, "word_bits": 64, "operands": ["I1", "I2", "O"],
+             "read_energy_pJ": 50.0, "write_energy_pJ": 60.0, "area_mm2": 0},
+        ],
+    })
+
+
+def conv(k=8, c=4, oy=6, ox=5, fy=3, fx=3, b=1, g=1, name="conv"):
+    return Layer(name=name, op="conv", onnx_op="Conv", loops=Loops(B=b, K=k, C=c, OY=oy, OX=ox, FY=fy, FX=fx, G=g),
+                 precision=Precision(8, 8, 8))
+
+
+DEFAULT = mapping_from_data([{"name": "default"}])
+
+
+def all_counts(layer, acc, resolved):
+    """Every mapping in the search's space: all spatial candidates x all loop-factor orders."""
+    for spatial in candidates(layer, acc.macro, resolved.spatial_mapping, None):
+        counter = ActionCounter(layer, acc, spatial, resolved.memory_operand_links)
+        for order in _orders(temporal_sizes(layer, spatial), None, SearchSettings()):
+            yield counter.count(order)
+
+
+@pytest.mark.parametrize("layer", [conv(k=16, c=4, oy=4, ox=2, fy=3, fx=1), conv(k=12, c=3, oy=2, ox=3, fy=2, fx=2),
+                                   conv(k=6, c=20, oy=3, ox=2, fy=1, fx=1)], ids=["3x1", "2x2", "deep"])
+def test_search_finds_the_optimum_of_its_space(layer):
+    acc = small_accelerator(count=1)
+    resolved = DEFAULT.resolve(layer)
+    pricer = Pricer(layer, acc, DEFAULT, zigzag_compat=False)
+    scored = [pricer.energy_and_latency(c) for c in all_counts(layer, acc, resolved)]
+    assert len(scored) > 20  # a real space, not a trivial one
+    for opt, key in (("energy", lambda e, lat: e), ("latency", lambda e, lat: lat), ("edp", lambda e, lat: e * lat)):
+        def objective(counts, key=key):
+            return (key(*pricer.energy_and_latency(counts)),)
+
+        exhaustive = min(key(e, lat) for e, lat in scored)
+        found = search(layer, acc, resolved, objective, SearchSettings(keep_spatial=10**6))
+        assert objective(found)[0] == pytest.approx(exhaustive), opt
+
+
+def test_action_counts_conserve_work_and_data():
+    layer = conv(k=8, c=4, oy=6, ox=6)
+    acc = small_accelerator(sram_bits=10**7)  # everything fits on chip: each datum crosses DRAM once
+    cost = evaluate_layer(layer, acc, DEFAULT, opt="energy")
+    c = cost.counts
+    d1_d2 = 1
+    for a in ("D1", "D2"):
+        for _, s in c.spatial.on(a):
+            d1_d2 *= s
+    assert c.activations * d1_d2 == layer.macs
+    assert c.compute_cycles >= layer.macs / (8 * 16 * 2) * 8
+    assert c.weights_written >= layer.weight_count
+    dram = {t.operand: t for t in c.traffic if t.level == "dram"}
+    assert dram["W"].read_bits == layer.weight_count * 8
+    iy, ix = layer.input_size
+    assert dram["I"].read_bits == 4 * iy * ix * 8
+    assert dram["O"].write_bits == 8 * 6 * 6 * 8 and dram["O"].read_bits == 0
+    assert 0 < c.spatial_utilization <= 1
+
+
+def test_spatial_candidates_fit_the_array():
+    acc = small_accelerator()
+    for layer in (conv(), conv(k=3, c=1, g=8, name="dw")):
+        for m in candidates(layer, acc.macro):
+            assert m.used("D1") <= 8 and m.used("D2") <= 16 and m.used("D3") <= 2
+
+
+def test_depthwise_groups_on_columns_replicate_rows():
+    """Inputs are broadcast along a row: groups on the columns need their own rows (block diagonal)."""
+    acc = small_accelerator()
+    dw = Layer(name="dw", op="dwconv", onnx_op="Conv", loops=Loops(K=1, C=1, OY=4, OX=4, FY=3, FX=3, G=8))
+    maps = candidates(dw, acc.macro, None, {"D1": ("G",), "D2": ("FX", "FY")})
+    best = best_candidates(dw, acc.macro, maps, 1)[0]
+    g_cols = dict(best.on("D1")).get("G", 1)
+    taps = 1
+    for _, s in best.on("D2"):
+        taps *= s
+    assert best.used("D2") == g_cols * taps <= 16
+
+
+def test_loop_factors_respect_the_limit():
+    factors = loop_factors({"OX": 56, "OY": 56, "C": 2, "K": 1}, 6)
+    assert len(factors) == 6
+    prod = {}
+    for d, f in factors:
+        prod[d] = prod.get(d, 1) * f
+    assert prod == {"OX": 56, "OY": 56, "C": 2}
+
+
+def test_fixed_temporal_ordering_is_used():
+    layer = conv()
+    spec = mapping_from_data([{"name": "default", "temporal_ordering": [["OX", "*"], ["OY", "*"]]}])
+    cost = evaluate_layer(layer, small_accelerator(), spec)
+    assert [d for d, _ in cost.counts.order[:2]] == ["OX", "OY"]
+
+
+def test_unmappable_fixed_unrolling_names_the_layer():
+    spec = mapping_from_data([{"name": "default", "spatial_mapping": {"D1": ["K, 8"], "D2": ["C, 4", "FX, 3", "FY, 3"]}}],
+                             "m.yaml")
+    with pytest.raises(InputError, match=r"layer 'conv': no spatial mapping fits"):
+        evaluate_layer(conv(), small_accelerator(), spec)
+
+
+def test_precision_mismatch_is_explained(tmp_path):
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("- name: default\n  precision: {W: 16}\n")
+    with pytest.raises(InputError, match=r"W precision 16 bits exceeds the macro's weight_bits = 8 .*precision:"):
+        evaluate(ROOT / "workloads" / "digits_cnn.onnx", ROOT / "hardware" / "dimc1.yaml", mapping)
+
+
+def test_network_totals_and_identical_layers():
+    result = evaluate(ROOT / "tests" / "data" / "zigzag_resnet18.onnx", ROOT / "hardware" / "dimc_template.yaml",
+                      ROOT / "mapping" / "default.yaml")
+    assert result.energy_pJ == pytest.approx(sum(layer.energy_pJ for layer in result.layers))
+    assert result.latency_cycles == sum(layer.latency_cycles for layer in result.layers)
+    assert result.macs == 1_814_073_344
+    by_name = {layer.layer: layer for layer in result.layers}
+    a, b = by_name["/layer1/layer1.0/conv1/Conv"], by_name["/layer1/layer1.1/conv2/Conv"]  # same shape
+    assert a.energy_pJ == b.energy_pJ and a.latency_cycles == b.latency_cycles
+
+
+def test_zigzag_style_api_and_dump(tmp_path):
+    energy, cycles, clock, area, result = get_hardware_performance(
+        ROOT / "workloads" / "digits_cnn.onnx", ROOT / "hardware" / "aimc_template.yaml",
+        ROOT / "mapping" / "default.yaml", opt="energy", dump_folder=tmp_path, zigzag_compat=True)
+    assert (energy, cycles) == (result.energy_pJ, result.latency_cycles)
+    assert clock == pytest.approx(14.07, abs=0.01) and area == pytest.approx(2.288, abs=0.001)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {"energy_pJ", "latency_cycles", "clock_ns", "latency_s", "area_mm2", "layers"} <= set(summary)
+    assert summary["layers"] == 4
+    layers = json.loads((tmp_path / "layers.json").read_text())
+    assert layers[0]["mapping"]["spatial"]["D1"] and layers[0]["macro_energy_pJ"]
+    assert (tmp_path / "layers.csv").read_text().count("\n") == 5
+
+
+@pytest.mark.parametrize("chip", CHIPS)
+def test_every_chip_runs_the_small_workload(chip):
+    mapping = ROOT / "mapping" / (f"{chip}.yaml" if (ROOT / "mapping" / f"{chip}.yaml").exists() else "default.yaml")
+    result = evaluate(ROOT / "workloads" / "digits_cnn.onnx", ROOT / "hardware" / f"{chip}.yaml", mapping, opt="edp")
+    assert result.energy_pJ > 0 and result.latency_cycles > 0 and len(result.layers) == 4
+    assert all(0 < layer.utilization <= 1 for layer in result.layers)
+
+
+def test_main_onnx_script(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main_onnx.py"), "workloads/digits_cnn.onnx", "hardware/dimc4.yaml",
+         "mapping/default.yaml", "--opt", "energy", "--output", str(tmp_path), "--json"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["layers"] == 4
+    assert (tmp_path / "summary.json").exists()
+
+
+def test_main_onnx_bad_input_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "main_onnx.py"), "workloads/digits_cnn.onnx", "hardware/nothere.yaml",
+         "mapping/default.yaml", "--output", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "hardware/nothere.yaml: file not found" in proc.stderr
+    assert not out.exists()
+
+
+def test_default_mapping_file_on_mobilenet_depthwise():
+    wl = load_onnx(ROOT / "workloads" / "mobilenetv2.onnx")
+    dw = next(layer for layer in wl.layers if layer.op == "dwconv")
+    cost = evaluate_layer(dw, load_accelerator(ROOT / "hardware" / "dimc_template.yaml"),
+                          load_mapping(ROOT / "mapping" / "default.yaml"))
+    assert cost.counts.spatial.used("D2") <= 128 and cost.utilization > 0
