@@ -15,7 +15,9 @@ from typing import Literal
 from dse.cost.macro import ENERGY_COMPONENTS, MacroModel
 from dse.cost.memory import memory_costs, word_accesses
 from dse.hardware.schema import ARRAY_DIMS, Accelerator
+from dse.mapping.loops import product
 from dse.mapping.mapper import SearchSettings, search_cached
+from dse.mapping.spatial import SpatialMapping
 from dse.mapping.spec import MappingSpec
 from dse.mapping.temporal import CELLS, ActionCounts
 from dse.workload.graph import Workload
@@ -228,7 +230,9 @@ def price(layer: Layer, acc: Accelerator, counts: ActionCounts, spec: MappingSpe
 
 
 def _objective(layer: Layer, acc: Accelerator, spec: MappingSpec | None, opt: str, zigzag_compat: bool):
+    """The mapper's objective for ``opt`` and a lower bound on it per spatial mapping."""
     pricer = Pricer(layer, acc, spec, zigzag_compat)
+    cycles_per_mac = acc.macro.cycles_per_mac
 
     def score(counts: ActionCounts) -> tuple[float, ...]:
         energy, latency = pricer.energy_and_latency(counts)
@@ -238,7 +242,17 @@ def _objective(layer: Layer, acc: Accelerator, spec: MappingSpec | None, opt: st
             return (latency, energy)
         return (energy * latency, latency)
 
-    return score
+    def bound(spatial: SpatialMapping, sizes: dict[str, int]) -> float:
+        # latency >= the compute cycles; energy >= the macro's own energy (memories cost >= 0)
+        latency = product(sizes.values()) * cycles_per_mac
+        if opt == "latency":
+            return latency
+        per_cycle = pricer.per_cycle(spatial.used("D2"), spatial.used("D1"))
+        d1_d2 = product(s for a in ("D1", "D2") for _, s in spatial.on(a))
+        energy = sum(v for k, v in per_cycle.items() if k != "leakage") * layer.macs / d1_d2 * cycles_per_mac
+        return energy if opt == "energy" else energy * latency
+
+    return score, bound
 
 
 def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: str = "latency",
@@ -247,8 +261,9 @@ def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: st
     if opt not in OBJECTIVES:
         raise ValueError(f"opt = {opt!r}: expected one of {', '.join(OBJECTIVES)}")
     resolved = spec.resolve(layer)
-    counts = search_cached(layer, acc, resolved, _objective(layer, acc, spec, opt, zigzag_compat),
-                           (opt, zigzag_compat, repr(resolved.activity)), settings, spec.source)
+    score, bound = _objective(layer, acc, spec, opt, zigzag_compat)
+    counts = search_cached(layer, acc, resolved, score, (opt, zigzag_compat, repr(resolved.activity)), settings,
+                           spec.source, bound)
     return price(layer, acc, counts, spec, zigzag_compat)
 
 

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from dse.errors import InputError
 from dse.hardware.schema import Accelerator
-from dse.mapping.spatial import DEFAULT_HINTS, best_candidates, candidates, capacities, temporal_sizes
+from dse.mapping.spatial import (
+    DEFAULT_HINTS,
+    SpatialMapping,
+    best_candidates,
+    candidates,
+    capacities,
+    temporal_sizes,
+)
 from dse.mapping.spec import ResolvedMapping
 from dse.mapping.temporal import ActionCounter, ActionCounts
 from dse.workload.layer import Layer
@@ -105,8 +112,13 @@ def search(
     objective: Callable[[ActionCounts], tuple[float, ...]],
     settings: SearchSettings = SearchSettings(),  # noqa: B008 - frozen
     source: str = "<mapping>",
+    bound: Callable[[SpatialMapping, dict[str, int]], float] | None = None,
 ) -> ActionCounts:
-    """The mapping of ``layer`` with the smallest ``objective`` (a tuple: primary, tie-breaks)."""
+    """The mapping of ``layer`` with the smallest ``objective`` (a tuple: primary, tie-breaks).
+
+    ``bound(spatial, temporal_sizes)`` is a lower bound on the objective's primary value for every
+    order of a spatial mapping; spatial mappings that cannot win are skipped.
+    """
     _check_fits(layer, acc, source)
     hints = dict(DEFAULT_HINTS)
     if resolved.spatial_mapping_hint:
@@ -122,6 +134,8 @@ def search(
     best: tuple[tuple[float, ...], ActionCounts] | None = None
     for spatial in best_candidates(layer, acc.macro, spatial_all, settings.keep_spatial):
         sizes = temporal_sizes(layer, spatial)
+        if bound is not None and best is not None and best[0][0] < bound(spatial, sizes):
+            continue  # no order of this spatial mapping can beat the best one found
         counter = ActionCounter(layer, acc, spatial, resolved.memory_operand_links)
         for order in _orders(sizes, resolved.temporal_ordering, settings):
             counts = counter.count(order)
@@ -143,7 +157,8 @@ _CACHE_LIMIT = 4096
 
 def search_cached(layer: Layer, acc: Accelerator, resolved: ResolvedMapping,
                   objective: Callable[[ActionCounts], tuple[float, ...]], objective_key: object,
-                  settings: SearchSettings = SearchSettings(), source: str = "<mapping>") -> ActionCounts:  # noqa: B008
+                  settings: SearchSettings = SearchSettings(), source: str = "<mapping>",  # noqa: B008
+                  bound: Callable[[SpatialMapping, dict[str, int]], float] | None = None) -> ActionCounts:
     """``search``, solved once per layer shape, accelerator, constraints and objective.
 
     ``objective_key`` names the objective (e.g. ("latency", zigzag_compat)); the counts of a layer
@@ -156,5 +171,5 @@ def search_cached(layer: Layer, acc: Accelerator, resolved: ResolvedMapping,
     if hit is None:
         if len(_CACHE) >= _CACHE_LIMIT:
             _CACHE.clear()
-        hit = _CACHE[key] = search(layer, acc, resolved, objective, settings, source)
+        hit = _CACHE[key] = search(layer, acc, resolved, objective, settings, source, bound)
     return hit
