@@ -9,7 +9,7 @@ weight loading the macro cannot hide. Area = the macros + the memory levels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from dse.cost.macro import ENERGY_COMPONENTS, MacroModel
@@ -262,6 +262,8 @@ def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: st
         raise ValueError(f"opt = {opt!r}: expected one of {', '.join(OBJECTIVES)}")
     resolved = spec.resolve(layer)
     score, bound = _objective(layer, acc, spec, opt, zigzag_compat)
+    if zigzag_compat and not settings.divisors_only:
+        settings = replace(settings, divisors_only=True)
     counts = search_cached(layer, acc, resolved, score, (opt, zigzag_compat, repr(resolved.activity)), settings,
                            spec.source, bound)
     return price(layer, acc, counts, spec, zigzag_compat)

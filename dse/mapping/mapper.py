@@ -32,6 +32,7 @@ from dse.workload.layer import Layer
 class SearchSettings:
     keep_spatial: int = 3  # spatial candidates searched in full
     lpf_limit: int = 6  # loop prime factors permuted (ZigZag's LOMA default): at most 6! = 720 orders
+    divisors_only: bool = False  # unroll loops only by their divisors (ZigZag-IMC's spatial space)
 
 
 def _prime_factors(n: int) -> list[int]:
@@ -123,7 +124,7 @@ def search(
     hints = dict(DEFAULT_HINTS)
     if resolved.spatial_mapping_hint:
         hints.update(resolved.spatial_mapping_hint)
-    spatial_all = candidates(layer, acc.macro, resolved.spatial_mapping, hints)
+    spatial_all = candidates(layer, acc.macro, resolved.spatial_mapping, hints, settings.divisors_only)
     if not spatial_all:
         caps = capacities(acc.macro)
         raise InputError(

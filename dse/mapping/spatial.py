@@ -56,17 +56,20 @@ def capacities(macro: Macro) -> dict[str, int]:
 
 
 @lru_cache(maxsize=4096)
-def _factors(size: int, cap: int) -> tuple[int, ...]:
+def _factors(size: int, cap: int, divisors_only: bool = False) -> tuple[int, ...]:
     """Useful unroll factors of a loop of ``size`` on at most ``cap`` positions.
 
     Its divisors; the values cap // j, which leave room for j-fold unrolling of the next dims
-    (C = 14 beside FX = FY = 3 on 128 rows); and each balanced split ceil(size / t).
+    (C = 14 beside FX = FY = 3 on 128 rows); and each balanced split ceil(size / t). ZigZag-IMC
+    unrolls by divisors only (``divisors_only``).
     """
     if cap < 1:
         return (1,)
     top = min(size, cap)
     found = {u for u in range(1, math.isqrt(size) + 1) if size % u == 0}
     found.update(size // u for u in list(found))
+    if divisors_only:
+        return tuple(sorted(u for u in found if u <= top))
     j = 1
     while j <= cap:  # the distinct values of cap // j, O(sqrt(cap)) of them
         found.add(cap // j)
@@ -75,15 +78,16 @@ def _factors(size: int, cap: int) -> tuple[int, ...]:
     return tuple(sorted(u for u in found if 1 <= u <= top))
 
 
-def _assignments(dims: tuple[str, ...], remaining: dict[str, int], cap: int) -> Iterator[tuple[tuple[str, int], ...]]:
+def _assignments(dims: tuple[str, ...], remaining: dict[str, int], cap: int,
+                 divisors_only: bool = False) -> Iterator[tuple[tuple[str, int], ...]]:
     """Every unrolling of ``dims`` (each by a useful factor) whose product fits ``cap``."""
     if not dims:
         yield ()
         return
     first, rest = dims[0], dims[1:]
-    for u in _factors(remaining[first], cap):
+    for u in _factors(remaining[first], cap, divisors_only):
         head = ((first, u),) if u > 1 else ()
-        for tail in _assignments(rest, remaining, cap // u):
+        for tail in _assignments(rest, remaining, cap // u, divisors_only):
             yield head + tail
 
 
@@ -106,6 +110,7 @@ def candidates(
     macro: Macro,
     fixed: dict[str, tuple[tuple[str, int], ...]] | None = None,
     hints: dict[str, tuple[str, ...]] | None = None,
+    divisors_only: bool = False,
 ) -> list[SpatialMapping]:
     """All spatial mappings within the fixed unrollings and hints that fit the array."""
     fixed = fixed or {}
@@ -127,7 +132,7 @@ def candidates(
             if array_dim == "D2":  # rows replicated for input-relevant dims on the columns
                 cap //= product(s for d, s in dict(chosen).get("D1", ()) if is_relevant("I", d))
             dims = tuple(hints.get(array_dim, ()))
-            options = _best_options(list(_assignments(dims, remaining, cap)), remaining, dims)
+            options = _best_options(list(_assignments(dims, remaining, cap, divisors_only)), remaining, dims)
         for option in options:
             left = dict(remaining)
             for d, s in option:
