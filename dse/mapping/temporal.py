@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dse.hardware.schema import Accelerator
-from dse.mapping.loops import RELEVANT, product
+from dse.mapping.loops import RELEVANT, product, window
 from dse.mapping.spatial import ARRAY, SpatialMapping, capacities
 from dse.workload.layer import LOOP_DIMS, Layer
 
@@ -124,9 +124,8 @@ class _Footprint:
             return t[_G] * t[_K] * t[_C] * t[_FY] * t[_FX]
         if operand == "O":
             return t[_B] * t[_G] * t[_K] * t[_OY] * t[_OX]
-        iy = min((t[_OY] - 1) * self.sy + (t[_FY] - 1) * self.dy + 1, self.full_y)
-        ix = min((t[_OX] - 1) * self.sx + (t[_FX] - 1) * self.dx + 1, self.full_x)
-        return t[_B] * t[_G] * t[_C] * iy * ix
+        return t[_B] * t[_G] * t[_C] * window(t[_OY], t[_FY], self.sy, self.dy, self.full_y) * window(
+            t[_OX], t[_FX], self.sx, self.dx, self.full_x)
 
 
 @dataclass(frozen=True)
