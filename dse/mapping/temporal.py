@@ -177,7 +177,7 @@ class ActionCounter:
         traffic: list[LevelTraffic] = []
         allocation: dict[str, tuple[tuple[str, int], ...]] = {}
         transfer: dict[str, float] = {}
-        weight_load = stream_cycles = 0.0
+        weight_load = 0.0
         cells_boundary = 0
 
         for operand, chain in self.chains.items():
@@ -243,8 +243,6 @@ class ActionCounter:
                                      wr / (count * level.write_bits_per_cycle))
                     if operand == "W":
                         weight_load = max(weight_load, cycles)
-                    else:
-                        stream_cycles = max(stream_cycles, cycles)
                     transfer[level.name] = transfer.get(level.name, 0.0) + cycles
 
             # the array reads inputs from the lowest input level and writes partial sums into the lowest output level
@@ -258,11 +256,13 @@ class ActionCounter:
                     traffic.append(LevelTraffic(lowest.name, "O", moved_bits, moved_bits, chain.instances[0]))
 
         compute = total * macro.cycles_per_mac
-        # weights for the next tile can be written behind the computation only where cell groups hold
-        # more than one weight; otherwise the macro waits for them
+        # A level's ports serve all the operands it holds: the busiest level bounds the layer. Weights
+        # for the next tile can be written behind the computation only where cell groups hold more
+        # than one weight; otherwise the macro waits for them.
         if macro.cells_per_group > 1:
-            stream_cycles = max(stream_cycles, weight_load)
             weight_load = 0.0
+        busiest = max(transfer.values(), default=0.0)
+        latency = max(compute + weight_load, busiest)
         w_inner = product(sizes[k] for k in range(cells_boundary) if idx[k] not in _RELEVANT_IDX["W"])
         written = sum(t.write_bits for t in traffic if t.level == CELLS) / layer.precision.W
         d1, d2, d3 = self.used
@@ -281,7 +281,7 @@ class ActionCounter:
             precharges=(total / max(1, w_inner)) * d1 * d2 * d3 if macro.cells_per_group > 1 else 0.0,
             traffic=tuple(traffic),
             compute_cycles=compute,
-            stall_cycles=max(0.0, stream_cycles - compute),
+            stall_cycles=latency - compute - weight_load,
             weight_load_cycles=weight_load,
             transfer_cycles=transfer,
             peak_macs_per_iteration=self.peak,
