@@ -12,12 +12,11 @@ energy breakdown, latency split and chosen mapping.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import onnx
 
+from dse.atomic import write_atomic
 from dse.cost.network import OBJECTIVES, NetworkCost, evaluate_network
 from dse.errors import InputError
 from dse.hardware import Accelerator, load_accelerator
@@ -75,17 +74,6 @@ def get_hardware_performance(workload, accelerator, mapping, *, opt: str = "late
     return result.energy_pJ, result.latency_cycles, result.clock_ns, result.area_total_mm2, result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(result: NetworkCost, folder: str | Path) -> list[Path]:
     """summary.json, layers.json (breakdowns and mappings) and layers.csv, each written atomically."""
     import csv
@@ -105,7 +93,7 @@ def write_results(result: NetworkCost, folder: str | Path) -> list[Path]:
         row["temporal_order"] = " ".join(f"{d}{s}" for d, s in cost.counts.order)
         writer.writerow(row)
     paths = [out / "summary.json", out / "layers.json", out / "layers.csv"]
-    _write_atomic(paths[0], json.dumps(result.summary(), indent=2) + "\n")
-    _write_atomic(paths[1], json.dumps(layers, indent=1) + "\n")
-    _write_atomic(paths[2], buf.getvalue())
+    write_atomic(paths[0], json.dumps(result.summary(), indent=2) + "\n")
+    write_atomic(paths[1], json.dumps(layers, indent=1) + "\n")
+    write_atomic(paths[2], buf.getvalue())
     return paths

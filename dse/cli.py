@@ -328,7 +328,8 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
 
 # -- validate-chips ------------------------------------------------------------------------
 def cmd_validate_chips(args: argparse.Namespace) -> int:
-    from dse.cost.validation import chip_rows, report_html, rows_to_csv, write_atomic
+    from dse.atomic import write_atomic
+    from dse.cost.validation import chip_rows, report_html, rows_to_csv
     from dse.hardware import load_accelerator
 
     chips = [load_accelerator(Path(args.hardware_dir) / f"{name}.yaml") for name in CHIPS]

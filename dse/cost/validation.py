@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import io
-import os
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from dse.cost.peak import PeakPerformance, peak_performance
 from dse.hardware.schema import Accelerator
@@ -53,19 +50,6 @@ def rows_to_csv(rows: list[ChipRow]) -> str:
     for row in rows:
         writer.writerow(asdict(row))
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat: bool = False) -> str:
