@@ -46,10 +46,6 @@ class Clock:
     path_ns: dict[str, float]
     pipelined: bool
 
-    @property
-    def path_total_ns(self) -> float:
-        return sum(self.path_ns.values())
-
 
 # -- adder trees -----------------------------------------------------------------------------------
 def adder_tree_full_adders(inputs: int, width: int) -> int:
@@ -331,7 +327,3 @@ class MacroModel:
         per_group = g.energy_fJ(g.cell_cap_fF + g.cell_cap_fF * m.cells_per_group) * m.weight_bits
         return per_group * cell_groups / FJ_PER_PJ
 
-
-def reference_technology() -> Technology:
-    """The 28 nm / 0.9 V point the constants were fitted at."""
-    return Technology(node_nm=REF_NODE_NM, vdd_V=REF_VDD_V)

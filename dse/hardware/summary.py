@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dse.hardware.schema import OPERAND_MEANING, Accelerator
+from dse.hardware.schema import Accelerator
 
 
 def summarize(acc: Accelerator) -> dict:
@@ -74,6 +74,3 @@ def macro_line(acc: Accelerator) -> str:
         f"{acc.technology.node_nm:g} nm {acc.technology.vdd_V:g} V"
     )
 
-
-def operand_label(op: str) -> str:
-    return f"{op} ({OPERAND_MEANING[op]})"

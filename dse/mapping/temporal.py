@@ -287,8 +287,3 @@ class ActionCounter:
             peak_macs_per_iteration=self.peak,
         )
 
-
-def count_actions(layer: Layer, acc: Accelerator, spatial: SpatialMapping, order: tuple[tuple[str, int], ...],
-                  links: dict[str, str]) -> ActionCounts:
-    """Allocate ``order`` (temporal loops, innermost first) to every operand's levels and count the actions."""
-    return ActionCounter(layer, acc, spatial, links).count(order)
