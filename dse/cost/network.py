@@ -187,52 +187,50 @@ class Pricer:
             writes = word_accesses(t.write_bits, mem.min_word_bits, mem.word_bits) if t.write_bits else 0.0
             yield t.level, t.operand, reads * costs.read_energy_pJ + writes * costs.write_energy_pJ
 
-    def energy_and_latency(self, counts: ActionCounts) -> tuple[float, float]:
-        """Total energy (pJ) and latency (cycles): the mapper's objective, without the breakdowns."""
-        return sum(self.layer_cost(counts, breakdown=False)), counts.latency_cycles
-
-    def layer_cost(self, counts: ActionCounts, breakdown: bool = True):
-        """The full :class:`LayerCost` (or, with ``breakdown=False``, just the energy terms)."""
+    def macro_energy(self, counts: ActionCounts) -> dict[str, float]:
+        """Macro energy by component, plus cell writes, precharge and (default mode) the macros' static power."""
         per_cycle = self.per_cycle(counts.rows_mapped, counts.columns_mapped)
         macro_cycles = counts.activations * counts.cycles_per_mac
         macro = {k: per_cycle[k] * macro_cycles for k in ENERGY_COMPONENTS if k != "leakage"}
         macro["cell_writes"] = counts.weights_written * self.cell_write_pJ
         macro["local_bl_precharging"] = counts.precharges * self.precharge_pJ
-        latency = counts.latency_cycles
-        acc = self.acc
-        if not self.zigzag_compat and acc.macro.leakage_mW:
-            macro["leakage"] = acc.macro.leakage_mW * acc.macro.count * latency * self.clock_ns
-        if not breakdown:
-            terms = list(macro.values()) + [e for _, _, e in self._memory_energy(counts)]
-            if not self.zigzag_compat:
-                terms += [m.leakage_mW * latency * self.clock_ns for m in acc.memories if m.leakage_mW]
-            return terms
+        m = self.acc.macro
+        if not self.zigzag_compat and m.leakage_mW:
+            macro["leakage"] = m.leakage_mW * m.count * counts.latency_cycles * self.clock_ns
+        return macro
+
+    def memory_energy(self, counts: ActionCounts) -> dict[str, dict[str, float]]:
+        """Memory energy by level and operand, plus (default mode) the static power the YAML states."""
         memories: dict[str, dict[str, float]] = {}
         for level, operand, energy in self._memory_energy(counts):
             memories.setdefault(level, {}).setdefault(operand, 0.0)
             memories[level][operand] += energy
         if not self.zigzag_compat:
-            for mem in acc.memories:
+            seconds_ns = counts.latency_cycles * self.clock_ns
+            for mem in self.acc.memories:
                 if mem.leakage_mW:  # only what the YAML states: the estimates are upper bounds
-                    memories.setdefault(mem.name, {})["leakage"] = mem.leakage_mW * latency * self.clock_ns
+                    memories.setdefault(mem.name, {})["leakage"] = mem.leakage_mW * seconds_ns
+        return memories
+
+    def energy_and_latency(self, counts: ActionCounts) -> tuple[float, float]:
+        """Total energy (pJ) and latency (cycles): the mapper's objective."""
+        memory = sum(sum(ops.values()) for ops in self.memory_energy(counts).values())
+        return sum(self.macro_energy(counts).values()) + memory, counts.latency_cycles
+
+    def layer_cost(self, counts: ActionCounts) -> LayerCost:
         layer = self.layer
         return LayerCost(
-            layer=layer.name, op=layer.op, macs=layer.macs, macro_energy_pJ=macro, memory_energy_pJ=memories,
-            compute_cycles=counts.compute_cycles, stall_cycles=counts.stall_cycles,
-            weight_load_cycles=counts.weight_load_cycles, clock_ns=self.clock_ns, counts=counts,
+            layer=layer.name, op=layer.op, macs=layer.macs, macro_energy_pJ=self.macro_energy(counts),
+            memory_energy_pJ=self.memory_energy(counts), compute_cycles=counts.compute_cycles,
+            stall_cycles=counts.stall_cycles, weight_load_cycles=counts.weight_load_cycles, clock_ns=self.clock_ns,
+            counts=counts,
         )
 
 
-def price(layer: Layer, acc: Accelerator, counts: ActionCounts, spec: MappingSpec | None,
-          zigzag_compat: bool) -> LayerCost:
-    """Energy and latency of ``counts``."""
-    return Pricer(layer, acc, spec, zigzag_compat).layer_cost(counts)
-
-
-def _objective(layer: Layer, acc: Accelerator, spec: MappingSpec | None, opt: str, zigzag_compat: bool):
+def _objective(pricer: Pricer, opt: str):
     """The mapper's objective for ``opt`` and a lower bound on it per spatial mapping."""
-    pricer = Pricer(layer, acc, spec, zigzag_compat)
-    cycles_per_mac = acc.macro.cycles_per_mac
+    layer = pricer.layer
+    cycles_per_mac = pricer.acc.macro.cycles_per_mac
 
     def score(counts: ActionCounts) -> tuple[float, ...]:
         energy, latency = pricer.energy_and_latency(counts)
@@ -261,12 +259,13 @@ def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: st
     if opt not in OBJECTIVES:
         raise ValueError(f"opt = {opt!r}: expected one of {', '.join(OBJECTIVES)}")
     resolved = spec.resolve(layer)
-    score, bound = _objective(layer, acc, spec, opt, zigzag_compat)
+    pricer = Pricer(layer, acc, spec, zigzag_compat)
+    score, bound = _objective(pricer, opt)
     if zigzag_compat and not settings.divisors_only:
         settings = replace(settings, divisors_only=True)
     counts = search_cached(layer, acc, resolved, score, (opt, zigzag_compat, repr(resolved.activity)), settings,
                            spec.source, bound)
-    return price(layer, acc, counts, spec, zigzag_compat)
+    return pricer.layer_cost(counts)
 
 
 def memory_area_mm2(acc: Accelerator, zigzag_compat: bool) -> dict[str, float]:

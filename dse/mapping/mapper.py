@@ -100,12 +100,6 @@ def _orders(sizes: dict[str, int], fixed: tuple[tuple[str, int | str], ...] | No
     return _unique_permutations(loop_factors(sizes, settings.lpf_limit))
 
 
-def _check_fits(layer: Layer, acc: Accelerator, source: str) -> None:
-    """Refuse layers no macro can hold even one weight column of (a clear message, not an empty search)."""
-    if acc.macro.rows_per_conversion < 1 or acc.macro.columns < 1:
-        raise InputError(source, f"layer '{layer.name}'", "the macro has no rows or columns to map onto")
-
-
 def search(
     layer: Layer,
     acc: Accelerator,
@@ -120,7 +114,6 @@ def search(
     ``bound(spatial, temporal_sizes)`` is a lower bound on the objective's primary value for every
     order of a spatial mapping; spatial mappings that cannot win are skipped.
     """
-    _check_fits(layer, acc, source)
     hints = dict(DEFAULT_HINTS)
     if resolved.spatial_mapping_hint:
         hints.update(resolved.spatial_mapping_hint)

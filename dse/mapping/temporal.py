@@ -56,7 +56,8 @@ class ActionCounts:
     compute_cycles: int
     stall_cycles: float
     weight_load_cycles: float
-    transfer_cycles: dict[str, float] = field(default_factory=dict)
+    transfer_cycles: dict[str, float] = field(default_factory=dict)  # per memory level, all operands
+    peak_macs_per_iteration: int = 1  # the array's MACs per temporal iteration at full use
 
     @property
     def latency_cycles(self) -> float:
@@ -66,8 +67,6 @@ class ActionCounts:
     def spatial_utilization(self) -> float:
         """Useful MACs per cycle over the array's peak, averaged over the layer."""
         return self.macs / (self.temporal_iterations * self.peak_macs_per_iteration)
-
-    peak_macs_per_iteration: int = 1
 
 
 @dataclass(frozen=True)
