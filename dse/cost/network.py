@@ -206,10 +206,10 @@ class Pricer:
             memories.setdefault(level, {}).setdefault(operand, 0.0)
             memories[level][operand] += energy
         if not self.zigzag_compat:
-            seconds_ns = counts.latency_cycles * self.clock_ns
+            latency_ns = counts.latency_cycles * self.clock_ns
             for mem in self.acc.memories:
                 if mem.leakage_mW:  # only what the YAML states: the estimates are upper bounds
-                    memories.setdefault(mem.name, {})["leakage"] = mem.leakage_mW * seconds_ns
+                    memories.setdefault(mem.name, {})["leakage"] = mem.leakage_mW * latency_ns
         return memories
 
     def energy_and_latency(self, counts: ActionCounts) -> tuple[float, float]:
