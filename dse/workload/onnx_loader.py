@@ -96,10 +96,10 @@ def load_onnx(
         default_name = path.graph.name or "model"
     else:
         source = display_path(path)
-        model = _read_model(Path(path), source)
+        model = read_model(Path(path), source)
         base_dir = Path(path).parent
         default_name = Path(path).stem
-    _check_model(model, source)
+    check_model(model, source)
     _fix_dynamic_batch(model, source)
     notes = []
     if base_dir is not None and not _load_small_int_initializers(model, base_dir):
@@ -113,7 +113,7 @@ def load_onnx(
 # -- reading --------------------------------------------------------------------------------------
 
 
-def _read_model(path: Path, source: str) -> onnx.ModelProto:
+def read_model(path: Path, source: str) -> onnx.ModelProto:
     if not path.exists():
         raise InputError(source, None, "file not found", "check the path to the ONNX model")
     if path.is_dir():
@@ -137,7 +137,7 @@ def _read_model(path: Path, source: str) -> onnx.ModelProto:
         ) from None
 
 
-def _check_model(model: onnx.ModelProto, source: str) -> None:
+def check_model(model: onnx.ModelProto, source: str) -> None:
     """Catch byte strings that happened to parse as a protobuf but are no ONNX model."""
     if not model.HasField("graph") or model.ir_version <= 0 or not model.opset_import:
         raise InputError(
@@ -329,7 +329,7 @@ class _WorkloadBuilder:
     def build(self, name: str) -> Workload:
         dag = nx.DiGraph()
         producer_key: dict[str, str] = {}
-        keys = _unique_names(self.graph.node)
+        keys = unique_node_names(self.graph.node)
         for index, (key, node) in enumerate(zip(keys, self.graph.node, strict=True)):
             dag.add_node(key, node=self._convert(key, node), index=index)
             for out in node.output:
@@ -622,7 +622,7 @@ def _where(key: str, op_type: str) -> str:
     return f"node '{key}' ({op_type})"
 
 
-def _unique_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
+def unique_node_names(nodes: Sequence[onnx.NodeProto]) -> list[str]:
     """Node names, ``<op_type>_<index>`` for unnamed ones, made unique with a ``_<n>`` suffix."""
     wanted = [node.name or f"{node.op_type}_{i}" for i, node in enumerate(nodes)]
     taken = set(wanted)
