@@ -10,7 +10,9 @@ weight loading the macro cannot hide. Area = the macros + the memory levels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from dse.cost.macro import ENERGY_COMPONENTS, MacroModel
 from dse.cost.memory import memory_costs, word_accesses
@@ -19,7 +21,7 @@ from dse.mapping.loops import product
 from dse.mapping.mapper import SearchSettings, search_cached
 from dse.mapping.spatial import SpatialMapping
 from dse.mapping.spec import MappingSpec
-from dse.mapping.temporal import CELLS, ActionCounts
+from dse.mapping.temporal import CELLS, ActionCounts, BatchCounts
 from dse.workload.graph import Workload
 from dse.workload.layer import Layer
 
@@ -153,6 +155,14 @@ class NetworkCost:
         return out
 
 
+def _word_accesses(bits: Any, min_word_bits: int | None, word_bits: int) -> Any:
+    """``word_accesses``, also on an array of bit counts."""
+    if isinstance(bits, np.ndarray):
+        min_word = word_bits if min_word_bits is None else min_word_bits
+        return np.ceil(bits / min_word) * (min_word / word_bits)
+    return word_accesses(bits, min_word_bits, word_bits) if bits else 0.0
+
+
 class Pricer:
     """Prices action counts of one layer on one accelerator; the per-level and per-shape constants are
     computed once, so the mapper can score thousands of candidate mappings cheaply."""
@@ -178,16 +188,16 @@ class Pricer:
             )
         return self._per_cycle[key]
 
-    def _memory_energy(self, counts: ActionCounts):
+    def _memory_energy(self, counts: ActionCounts | BatchCounts):
         for t in counts.traffic:
             if t.level == CELLS:
                 continue
             mem, costs = self.memories[t.level]
-            reads = word_accesses(t.read_bits, mem.min_word_bits, mem.word_bits) if t.read_bits else 0.0
-            writes = word_accesses(t.write_bits, mem.min_word_bits, mem.word_bits) if t.write_bits else 0.0
+            reads = _word_accesses(t.read_bits, mem.min_word_bits, mem.word_bits)
+            writes = _word_accesses(t.write_bits, mem.min_word_bits, mem.word_bits)
             yield t.level, t.operand, reads * costs.read_energy_pJ + writes * costs.write_energy_pJ
 
-    def macro_energy(self, counts: ActionCounts) -> dict[str, float]:
+    def macro_energy(self, counts: ActionCounts | BatchCounts) -> dict[str, Any]:
         """Macro energy by component, plus cell writes, precharge and (default mode) the macros' static power."""
         per_cycle = self.per_cycle(counts.rows_mapped, counts.columns_mapped)
         macro_cycles = counts.activations * counts.cycles_per_mac
@@ -199,9 +209,9 @@ class Pricer:
             macro["leakage"] = m.leakage_mW * m.count * counts.latency_cycles * self.clock_ns
         return macro
 
-    def memory_energy(self, counts: ActionCounts) -> dict[str, dict[str, float]]:
+    def memory_energy(self, counts: ActionCounts | BatchCounts) -> dict[str, dict[str, Any]]:
         """Memory energy by level and operand, plus (default mode) the static power the YAML states."""
-        memories: dict[str, dict[str, float]] = {}
+        memories: dict[str, dict[str, Any]] = {}
         for level, operand, energy in self._memory_energy(counts):
             memories.setdefault(level, {}).setdefault(operand, 0.0)
             memories[level][operand] += energy
@@ -212,8 +222,9 @@ class Pricer:
                     memories.setdefault(mem.name, {})["leakage"] = mem.leakage_mW * latency_ns
         return memories
 
-    def energy_and_latency(self, counts: ActionCounts) -> tuple[float, float]:
-        """Total energy (pJ) and latency (cycles): the mapper's objective."""
+    def energy_and_latency(self, counts: ActionCounts | BatchCounts) -> tuple[Any, Any]:
+        """Total energy (pJ) and latency (cycles): the mapper's objective. On :class:`BatchCounts`, arrays over
+        the orders, by the same arithmetic (so the same values as order by order)."""
         memory = sum(sum(ops.values()) for ops in self.memory_energy(counts).values())
         return sum(self.macro_energy(counts).values()) + memory, counts.latency_cycles
 
@@ -250,7 +261,15 @@ def _objective(pricer: Pricer, opt: str):
         energy = sum(v for k, v in per_cycle.items() if k != "leakage") * layer.macs / d1_d2 * cycles_per_mac
         return energy if opt == "energy" else energy * latency
 
-    return score, bound
+    def batch(counts: BatchCounts) -> tuple[np.ndarray, ...]:
+        energy, latency = pricer.energy_and_latency(counts)
+        if opt == "energy":
+            return (energy, latency)
+        if opt == "latency":
+            return (latency, energy)
+        return (energy * latency, latency)
+
+    return score, bound, batch
 
 
 def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: str = "latency",
@@ -260,11 +279,11 @@ def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: st
         raise ValueError(f"opt = {opt!r}: expected one of {', '.join(OBJECTIVES)}")
     resolved = spec.resolve(layer)
     pricer = Pricer(layer, acc, spec, zigzag_compat)
-    score, bound = _objective(pricer, opt)
+    score, bound, batch = _objective(pricer, opt)
     if zigzag_compat and not settings.divisors_only:
         settings = replace(settings, divisors_only=True)
     counts = search_cached(layer, acc, resolved, score, (opt, zigzag_compat, repr(resolved.activity)), settings,
-                           spec.source, bound)
+                           spec.source, bound, batch)
     return pricer.layer_cost(counts)
 
 

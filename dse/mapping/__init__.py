@@ -1,4 +1,4 @@
-"""Mapping constraints (the mapping YAML file); the mapper itself comes in a later module."""
+"""Mapping constraints (the mapping YAML file); the mapper is ``dse.mapping.mapper``."""
 
 from dse.mapping.spec import (
     ActivityOverride,

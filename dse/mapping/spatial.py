@@ -9,10 +9,11 @@ partly empty, which the utilization reports.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from dse.hardware.schema import Macro
 from dse.mapping.loops import ceil_div, is_relevant, product
@@ -29,8 +30,12 @@ class SpatialMapping:
 
     unrolling: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
 
+    @cached_property
+    def _by_dim(self) -> dict[str, tuple[tuple[str, int], ...]]:
+        return dict(self.unrolling)
+
     def on(self, array_dim: str) -> tuple[tuple[str, int], ...]:
-        return dict(self.unrolling).get(array_dim, ())
+        return self._by_dim.get(array_dim, ())
 
     def used(self, array_dim: str) -> int:
         """Array positions the unrolling occupies along ``array_dim`` (rows include replication)."""
@@ -91,18 +96,28 @@ def _assignments(dims: tuple[str, ...], remaining: dict[str, int], cap: int,
             yield head + tail
 
 
-def _best_options(
-    options: list[tuple[tuple[str, int], ...]], remaining: dict[str, int], dims: tuple[str, ...]
-) -> list[tuple[tuple[str, int], ...]]:
+@lru_cache(maxsize=4096)
+def _best_options(dims: tuple[str, ...], remaining: tuple[int, ...], cap: int,
+                  divisors_only: bool) -> tuple[tuple[tuple[str, int], ...], ...]:
     """The unrollings of one array dim that leave the fewest iterations of its dims (then use the
-    fewest positions), at most ``OPTIONS_PER_ARRAY_DIM`` of them."""
-
-    def key(option: tuple[tuple[str, int], ...]) -> tuple[int, int, str]:
+    fewest positions), at most ``OPTIONS_PER_ARRAY_DIM`` of them; ``remaining`` holds the sizes of ``dims``."""
+    sizes = dict(zip(dims, remaining, strict=True))
+    unique = set(_assignments(dims, sizes, cap, divisors_only))
+    distinct = set(dims)
+    scored = []
+    for option in unique:
         factor = dict(option)
-        left = product(ceil_div(remaining[d], factor.get(d, 1)) for d in set(dims))
-        return left, product(factor.values()), repr(option)
-
-    return sorted(set(options), key=key)[:OPTIONS_PER_ARRAY_DIM]
+        left = used = 1
+        for d in distinct:
+            left *= ceil_div(sizes[d], factor.get(d, 1))
+        for u in factor.values():
+            used *= u
+        scored.append(((left, used), option))
+    if len(scored) > OPTIONS_PER_ARRAY_DIM:  # only the options up to the cut need the repr tie-break
+        cut = heapq.nsmallest(OPTIONS_PER_ARRAY_DIM, (key for key, _ in scored))[-1]
+        scored = [item for item in scored if item[0] <= cut]
+    scored.sort(key=lambda item: (item[0], repr(item[1])))
+    return tuple(option for _, option in scored[:OPTIONS_PER_ARRAY_DIM])
 
 
 def candidates(
@@ -132,7 +147,7 @@ def candidates(
             if array_dim == "D2":  # rows replicated for input-relevant dims on the columns
                 cap //= product(s for d, s in dict(chosen).get("D1", ()) if is_relevant("I", d))
             dims = tuple(hints.get(array_dim, ()))
-            options = _best_options(list(_assignments(dims, remaining, cap, divisors_only)), remaining, dims)
+            options = list(_best_options(dims, tuple(remaining[d] for d in dims), cap, divisors_only))
         for option in options:
             left = dict(remaining)
             for d, s in option:

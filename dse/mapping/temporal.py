@@ -16,6 +16,9 @@ the cells, macro activations, cycles. It is the seam to the cost model, which pr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
 
 from dse.hardware.schema import Accelerator
 from dse.mapping.loops import RELEVANT, product, window
@@ -69,6 +72,30 @@ class ActionCounts:
         return self.macs / (self.temporal_iterations * self.peak_macs_per_iteration)
 
 
+class BatchTraffic(NamedTuple):
+    """:class:`LevelTraffic` for many orders: bits as arrays over the orders."""
+
+    level: str
+    operand: str
+    read_bits: np.ndarray
+    write_bits: np.ndarray
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """The counts that depend on the loop order, for many orders of one spatial mapping: arrays over the
+    orders, computed with the same arithmetic (and so the same values) as :meth:`ActionCounter.count`."""
+
+    traffic: tuple[BatchTraffic, ...]
+    latency_cycles: np.ndarray
+    weights_written: np.ndarray
+    precharges: np.ndarray
+    activations: float
+    cycles_per_mac: int
+    rows_mapped: int
+    columns_mapped: int
+
+
 @dataclass(frozen=True)
 class _Level:
     name: str
@@ -108,6 +135,7 @@ def psum_bits(layer: Layer) -> int:
 DIM_INDEX = {d: i for i, d in enumerate(LOOP_DIMS)}
 _B, _K, _C, _OY, _OX, _FY, _FX, _G = range(8)
 _RELEVANT_IDX = {op: frozenset(DIM_INDEX[d] for d in dims) for op, dims in RELEVANT.items()}
+_RELEVANT_MASK = {op: np.array([i in dims for i in range(8)]) for op, dims in _RELEVANT_IDX.items()}
 
 
 class _Footprint:
@@ -125,6 +153,24 @@ class _Footprint:
             return t[_B] * t[_G] * t[_K] * t[_OY] * t[_OX]
         return t[_B] * t[_G] * t[_C] * window(t[_OY], t[_FY], self.sy, self.dy, self.full_y) * window(
             t[_OX], t[_FX], self.sx, self.dx, self.full_x)
+
+
+    def many(self, operand: str, cum: np.ndarray, base: tuple[int, ...]) -> np.ndarray:
+        """``__call__`` on the tiles ``base * cum``, ``cum`` holding one array of sizes per dim (first axis)."""
+        dims = (_G, _K, _C, _FY, _FX) if operand == "W" else (_B, _G, _K, _OY, _OX) if operand == "O" else (_B, _G, _C)
+        out = cum[dims[0]] * base[dims[0]]
+        for d in dims[1:]:
+            out = out * (cum[d] * base[d])
+        if operand != "I":
+            return out
+        rows = _windows(cum[_OY] * base[_OY], cum[_FY] * base[_FY], self.sy, self.dy, self.full_y)
+        return out * rows * _windows(cum[_OX] * base[_OX], cum[_FX] * base[_FX], self.sx, self.dx, self.full_x)
+
+
+def _windows(out: np.ndarray, kernel: np.ndarray, stride: int, dilation: int, full: int) -> np.ndarray:
+    """``window`` on arrays."""
+    reach = (kernel - 1) * dilation + 1
+    return np.where(reach < stride, np.minimum(out * reach, full), np.minimum((out - 1) * stride + reach, full))
 
 
 @dataclass(frozen=True)
@@ -286,3 +332,125 @@ class ActionCounter:
             peak_macs_per_iteration=self.peak,
         )
 
+
+    def count_many(self, items: tuple[tuple[str, int], ...], perms: np.ndarray) -> BatchCounts:
+        """:meth:`count` for every order ``tuple(items[i] for i in row)``, ``row`` a row of ``perms``.
+
+        The same allocation and traffic rules, step for step, on arrays over the orders: the costs are
+        identical to :meth:`count`'s, so the search can score all the orders of a spatial mapping at once.
+        """
+        layer, macro, fp, bits = self.layer, self.acc.macro, self.fp, self.bits
+        count, n = perms.shape
+        rows = np.arange(count)
+        idx = np.array([DIM_INDEX[d] for d, _ in items], dtype=np.int64)[perms]
+        sizes = np.array([s for _, s in items], dtype=np.int64)[perms]
+        total = product(items[i][1] for i in perms[0].tolist())
+        # cum[d, :, p]: the size of dim d in the loops below position p; above[:, b]: iterations above b
+        cum = np.ones((8, count, n + 1), dtype=np.int64)
+        above = np.ones((count, n + 1), dtype=np.int64)
+        for p in range(n):
+            cum[:, :, p + 1] = cum[:, :, p]
+            cum[idx[:, p], rows, p + 1] *= sizes[:, p]
+            above[:, n - 1 - p] = above[:, n - p] * sizes[:, n - 1 - p]
+        positions = np.arange(n)
+        traffic: list[BatchTraffic] = []
+        transfer: dict[str, np.ndarray] = {}
+        weight_load: np.ndarray | float = 0.0
+        cells_boundary = np.zeros(count, dtype=np.int64)
+        w_irrelevant_below = np.ones((count, n + 1), dtype=np.int64)
+
+        for operand, chain in self.chains.items():
+            relevant = _RELEVANT_MASK[operand][idx]
+            word = bits[operand]
+            levels = chain.levels
+            fps = [fp.many(operand, cum, base) for base in chain.base]
+            bounds: list[np.ndarray] = []
+            b = np.zeros(count, dtype=np.int64)
+            for j, level in enumerate(levels):
+                if j == len(levels) - 1 or n == 0:
+                    b = np.full(count, n, dtype=np.int64)
+                else:  # the first loop at or above b whose addition overflows the level
+                    over = (fps[j][:, 1:] * word > level.capacity_bits) & (positions >= b[:, None])
+                    b = np.where(over.any(axis=1), over.argmax(axis=1), n)
+                bounds.append(b)
+            # products of the loops from position k up: the irrelevant run directly above k, the relevant ones
+            run_from = np.ones((count, n + 1), dtype=np.int64)
+            relevant_from = np.ones((count, n + 1), dtype=np.int64)
+            for k in range(n - 1, -1, -1):
+                run_from[:, k] = np.where(relevant[:, k], 1, sizes[:, k] * run_from[:, k + 1])
+                relevant_from[:, k] = np.where(relevant[:, k], sizes[:, k] * relevant_from[:, k + 1],
+                                               relevant_from[:, k + 1])
+            if operand == "W":
+                cells_boundary = bounds[0]
+                for k in range(n):
+                    w_irrelevant_below[:, k + 1] = np.where(relevant[:, k], w_irrelevant_below[:, k],
+                                                            w_irrelevant_below[:, k] * sizes[:, k])
+
+            for j in range(len(levels) - 1):
+                lower, upper = levels[j], levels[j + 1]
+                bj = bounds[j]
+                fills = above[rows, bj] / run_from[rows, bj]
+                n_lower, n_upper = chain.instances[j], chain.instances[j + 1]
+                if operand == "O":
+                    distinct = relevant_from[rows, bj]
+                    per_transfer = fps[j][rows, bj] * n_lower
+                    final = distinct * per_transfer * layer.precision.O
+                    partial = (fills - distinct) * per_transfer * word
+                    up, down = final + partial, partial
+                    traffic.append(BatchTraffic(upper.name, "O", down, up))
+                    traffic.append(BatchTraffic(lower.name, "O", up, down))
+                    moved = ((upper, down, up, n_upper), (lower, up, down, n_lower))
+                else:
+                    read_upper = fills * fps[j + 1][rows, bj] * n_upper * word
+                    write_lower = fills * fps[j][rows, bj] * n_lower * word
+                    zero = np.zeros(count)
+                    traffic.append(BatchTraffic(upper.name, operand, read_upper, zero))
+                    traffic.append(BatchTraffic(lower.name, operand, zero, write_lower))
+                    moved = ((upper, read_upper, zero, n_upper), (lower, zero, write_lower, n_lower))
+                for level, rd, wr, instances in moved:
+                    if level.name == CELLS:
+                        continue
+                    if level.shared_port:
+                        cycles = (rd + wr) / (instances * level.read_bits_per_cycle)
+                    else:
+                        cycles = np.maximum(rd / (instances * level.read_bits_per_cycle),
+                                            wr / (instances * level.write_bits_per_cycle))
+                    if operand == "W":
+                        weight_load = np.maximum(weight_load, cycles)
+                    transfer[level.name] = transfer.get(level.name, 0.0) + cycles
+
+            lowest = levels[0]
+            if operand in ("I", "O") and lowest.name != CELLS:
+                per_iteration = fp(operand, list(chain.base[0])) * chain.instances[0] * word
+                moved_bits = np.full(count, float(total * per_iteration))
+                if operand == "I":
+                    traffic.append(BatchTraffic(lowest.name, "I", moved_bits, np.zeros(count)))
+                else:
+                    traffic.append(BatchTraffic(lowest.name, "O", moved_bits, moved_bits))
+
+        compute = total * macro.cycles_per_mac
+        if macro.cells_per_group > 1:
+            weight_load = 0.0
+        busiest = np.maximum.reduce(list(transfer.values())) if transfer else 0.0
+        latency = np.maximum(compute + weight_load, busiest)
+        stall = latency - compute - weight_load
+        written: np.ndarray | int = 0
+        for level_name, _, _, wr in traffic:
+            if level_name == CELLS:
+                written = written + wr
+        d1, d2, d3 = self.used
+        if macro.cells_per_group > 1:
+            w_inner = np.maximum(1, w_irrelevant_below[rows, cells_boundary])
+            precharges = (total / w_inner) * d1 * d2 * d3
+        else:
+            precharges = np.zeros(count)
+        return BatchCounts(
+            traffic=tuple(traffic),
+            latency_cycles=np.broadcast_to(compute + stall + weight_load, (count,)),
+            weights_written=np.broadcast_to(written / layer.precision.W, (count,)),
+            precharges=precharges,
+            activations=layer.macs / self.d1_d2,
+            cycles_per_mac=macro.cycles_per_mac,
+            rows_mapped=d2,
+            columns_mapped=d1,
+        )
