@@ -1,0 +1,147 @@
+"""Speed of the bit-wise CiM accuracy simulator on one convolution layer (issue 5).
+
+Layer: batch 64, 64 -> 64 channels, 32x32, 3x3, padding 1, W8A8 unsigned inputs, rows 255, so
+K = 576 splits into row groups of 255, 255 and 66. Cases: ADC 8 and ADC 6 bits, each without
+noise and with 1 % of full scale noise. Rows of the table:
+
+- plain: ``F.conv2d`` in fp32 on the integer codes (the layer without any CiM effect);
+- loop: the anchor simulator's structure, written here as the baseline: one matmul per
+  (row group, input bit, weight bit) on the unfolded 0/1 planes, each followed by the ADC
+  (normalise, noise, clamp, round, rescale) and a shift-add;
+- ours: unfold (channels-last, uint8 codes) + :func:`dse.accuracy.core.cim_matmul`.
+
+Times are medians of several runs (the loop: fewer); ``os.getloadavg()`` is printed with each
+case because the machine is shared. ``max |ours - loop|`` (noise-free cases) shows that the two
+compute the same thing.
+
+    .venv/bin/python benchmarks/sim_speed.py [--batch 64] [--repeats 3] [--loop-repeats 1] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dse.accuracy.core import CimConfig, cim_matmul
+
+ROWS = 255
+BITS = 8
+
+
+def unfold_cl(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B*H*W, 9*C) rows of 3x3 patches (padding 1), K ordered (ky, kx, C)."""
+    xp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous()
+    b, hp, wp, c = xp.shape
+    s = xp.stride()
+    patches = xp.as_strided((b, hp - 2, wp - 2, 3, 3, c), (s[0], s[1], s[2], s[1], s[2], s[3]))
+    return patches.reshape(b * (hp - 2) * (wp - 2), 9 * c)
+
+
+def weight_matrix(w: Tensor) -> Tensor:
+    """(Cout, C, 3, 3) -> (9*C, Cout) in the (ky, kx, C) order of :func:`unfold_cl`."""
+    return w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous()
+
+
+def per_cycle_loop(cols: Tensor, wm: Tensor, config: CimConfig, generator: torch.Generator) -> Tensor:
+    """The baseline: a Python loop over row groups x input bits x weight bits, one matmul each."""
+    m, k = cols.shape
+    levels = 2**config.adc_bits - 1
+    rows = config.rows
+    sigma = config.noise_sigma_pct / 100.0
+    xi = cols.to(torch.int32)
+    wt = wm.to(torch.int32) & (2**config.weight_bits - 1)
+    out = torch.zeros(m, wm.shape[1])
+    for start in range(0, k, rows):
+        xg, wg = xi[:, start : start + rows], wt[start : start + rows]
+        for j in range(config.input_bits):
+            a = ((xg >> j) & 1).float()
+            for i in range(config.weight_bits):
+                b = ((wg >> i) & 1).float()
+                v = (a @ b) / rows
+                if sigma > 0:
+                    v = (v + sigma * torch.randn(v.shape, generator=generator)).clamp_(0.0, 1.0)
+                p = torch.round(v * levels) * (rows / levels)
+                sign = -1.0 if i == config.weight_bits - 1 else 1.0
+                out += (sign * 2.0 ** (i + j)) * p
+    return out
+
+
+def timed(fn: Callable[[], Tensor], repeats: int, warm_up: bool = True) -> tuple[float, Tensor]:
+    """Median wall time of ``repeats`` calls (after one warm-up call) and the last result."""
+    result = fn() if warm_up else None
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), result
+
+
+def load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of plain and ours (median)")
+    ap.add_argument("--loop-repeats", type=int, default=1, help="timed runs of the per-cycle loop (median)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    x = torch.randint(0, 2**BITS, (args.batch, 64, 32, 32)).float()
+    w = torch.randint(-(2 ** (BITS - 1) - 1), 2 ** (BITS - 1), (64, 64, 3, 3)).float()
+    wm = weight_matrix(w)
+    x8 = x.to(torch.uint8)
+    cols = unfold_cl(x8)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, AMX {torch.cpu._is_amx_tile_supported()}")
+    print(f"layer: x {tuple(x.shape)}, w {tuple(w.shape)}, M={cols.shape[0]}, K={cols.shape[1]}, N=64, "
+          f"rows {ROWS} (groups {', '.join(str(min(ROWS, 576 - s)) for s in range(0, 576, ROWS))})")
+
+    t_plain, ref = timed(lambda: F.conv2d(x, w, padding=1), args.repeats + 2)
+    t_unfold, _ = timed(lambda: unfold_cl(x8), args.repeats + 2)
+    t_funfold, _ = timed(lambda: F.unfold(x, 3, padding=1).transpose(1, 2).reshape(-1, 576), args.repeats)
+    print(f"plain conv {t_plain:.3f} s; unfold (uint8, channels-last) {t_unfold:.3f} s; "
+          f"F.unfold fp32 {t_funfold:.3f} s; load {load()}")
+
+    cases = [(8, 0.0), (8, 1.0), (6, 0.0), (6, 1.0)]
+    lines = ["| case | plain conv (s) | per-cycle loop (s) | ours (s) | ours / plain | loop / ours "
+             "| max abs(ours - loop) | load (1/5/15 min) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for adc, noise in cases:
+        config = CimConfig(weight_bits=BITS, input_bits=BITS, rows=ROWS, adc_bits=adc, noise_sigma_pct=noise)
+        gen = torch.Generator().manual_seed(1)
+
+        def ours(config: CimConfig = config, gen: torch.Generator = gen) -> Tensor:
+            y = cim_matmul(unfold_cl(x8), wm, config, generator=gen)
+            return y.reshape(args.batch, 32, 32, 64).permute(0, 3, 1, 2)
+
+        t_ours, y = timed(ours, args.repeats)
+        if adc == 8 and noise == 0:
+            assert torch.equal(y, ref), "lossless case must equal the plain conv"
+        lg = torch.Generator().manual_seed(2)
+        t_loop, y_loop = timed(lambda config=config, lg=lg: per_cycle_loop(cols, wm, config, lg), args.loop_repeats,
+                               warm_up=False)
+        y_loop = y_loop.reshape(args.batch, 32, 32, 64).permute(0, 3, 1, 2)
+        diff = f"{(y - y_loop).abs().max().item():.3g}" if noise == 0 else "(noisy)"
+        name = f"ADC {adc}, noise {noise:g} %" + (" (lossless)" if config.lossless else "")
+        lines.append(f"| {name} | {t_plain:.3f} | {t_loop:.2f} | {t_ours:.3f} | {t_ours / t_plain:.1f}x "
+                     f"| {t_loop / t_ours:.1f}x | {diff} | {load()} |")
+        print(lines[-1], flush=True)
+    print()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
