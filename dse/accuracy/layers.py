@@ -1,0 +1,238 @@
+"""CiM layers: Conv2d, Linear and activation x activation MatMul that compute through the bit-wise core.
+
+Each layer has one :class:`~dse.accuracy.core.CimConfig` (from the macro, with per-layer overrides)
+and a mode:
+
+- ``float``: the plain float layer (the reference accuracy);
+- ``train``: fake-quantised weights and activations with straight-through gradients; optional
+  ``trim_noise`` (ASiM's noise-aware training: every output element times 1 + N(0, (trim/100)^2))
+  and optional ``macro_noise`` (the forward value comes from the macro's own ADC and noise model,
+  the gradient from the exact integer result: training through the macro);
+- ``inference``: the exact integer computation (what a lossless macro returns), plus ``trim_noise``
+  if set, as a quick robustness probe;
+- ``simulate``: the bit-wise macro arithmetic of :func:`~dse.accuracy.core.cim_matmul`.
+
+A Conv2d or Linear layer may carry ``weight_delta`` (None by default): a perturbation of its stored
+weights in code units, the same shape as ``weight``, set by :mod:`dse.accuracy.variation` (NVM device
+variation). It is added to the integer weight codes in every mode but ``float``. In ``inference`` and
+``train`` the perturbed codes stay real-valued (an analog device deviation); wherever the bit-wise core
+runs (``simulate``, and ``train`` with ``macro_noise``) they are rounded (STE) and clamped to the code
+range, since that core takes integer codes.
+
+Convolutions are lowered to matmuls by unfolding. Rows are grouped by whole kernels when a kernel
+fits in a conversion (floor(rows / k^2) input channels per group, as ASiM and a C x FY x FX row
+unrolling do); each group is padded with zero rows to the nominal ``rows``, which changes no sum.
+Grouped and depthwise convolutions run as one batched matmul over the groups.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dse.accuracy.core import CimConfig, cim_matmul
+from dse.accuracy.quant import ActivationQuantizer, quantize_weight, round_ste, weight_levels
+
+Mode = Literal["float", "train", "inference", "simulate"]
+MODES: tuple[str, ...] = ("float", "train", "inference", "simulate")
+UNFOLD_BUDGET_BYTES = 512 * 2**20
+"""Largest unfolded input a convolution builds at once; larger batches are cut into chunks."""
+
+
+class CimLayer(nn.Module):
+    """What every CiM layer shares: config, mode, activation quantiser(s), noise options, generator."""
+
+    def __init__(self, config: CimConfig, *, name: str = "", per_channel: bool = False,
+                 calibration: str = "max", pact: bool = False):
+        super().__init__()
+        self.config = config
+        self.name = name
+        self.per_channel = per_channel
+        self.mode: Mode = "simulate"
+        self.trim_noise = 0.0
+        self.macro_noise = False
+        self.digital = False  # computed exactly off the analog array (stem, classifier)
+        self.generator: torch.Generator | None = None
+        self.act = ActivationQuantizer(config.input_bits, calibration=calibration, pact=pact)
+        # device variation in code units (see the module docstring); not saved in the state dict
+        self.register_buffer("weight_delta", None, persistent=False)
+
+    def _weight_codes(self) -> tuple[Tensor, Tensor]:
+        """Weight codes and step, plus ``weight_delta`` when set (integer again where the bit-wise core runs)."""
+        codes, step = quantize_weight(self.weight, self.config.weight_bits, self.per_channel)
+        if self.weight_delta is not None:
+            codes = codes + self.weight_delta
+            if self.mode == "simulate" or (self.mode == "train" and self.macro_noise):
+                n = weight_levels(self.config.weight_bits)
+                codes = torch.clamp(round_ste(codes), -n, n)
+        return codes, step
+
+    def extra_repr(self) -> str:
+        c = self.config
+        adc = "lossless" if c.adc_bits is None else f"adc={c.adc_bits}"
+        return f"name={self.name!r}, mode={self.mode}, W{c.weight_bits}A{c.input_bits}, rows={c.rows}, {adc}"
+
+    def _config(self) -> CimConfig:
+        signed = self.act.signed
+        return self.config if self.config.signed_inputs == signed else replace(self.config, signed_inputs=signed)
+
+    def _integer(self, exact: Tensor, simulate) -> Tensor:
+        """The integer-domain output for the current mode, from the exact result and a simulator thunk."""
+        if self.mode == "simulate":
+            return simulate()
+        if self.mode == "train" and self.macro_noise:
+            with torch.no_grad():
+                sim = simulate()
+            exact = exact + (sim - exact).detach()
+        if self.trim_noise > 0 and self.mode in ("train", "inference"):
+            noise = torch.randn(exact.shape, generator=self.generator, device=exact.device, dtype=exact.dtype)
+            exact = exact * (1 + noise * self.trim_noise / 100.0)
+        return exact
+
+
+class CimConv2d(CimLayer):
+    """A Conv2d whose multiply-accumulates run on the CiM macro model."""
+
+    def __init__(self, conv: nn.Conv2d, config: CimConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"{kwargs.get('name', 'conv')}: padding_mode {conv.padding_mode!r} is not supported")
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        self.stride, self.dilation, self.groups = conv.stride, conv.dilation, conv.groups
+        self.padding = conv.padding
+        self.kernel_size = conv.kernel_size
+
+    def _padding(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Explicit zero padding (also for 'same'), so the unfold and the conv see the same input."""
+        if isinstance(self.padding, str):
+            if self.padding == "valid":
+                return x, (0, 0)
+            pads = []
+            for k, d in zip(reversed(self.kernel_size), reversed(self.dilation), strict=True):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return F.pad(x, pads), (0, 0)
+        return x, tuple(self.padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "float":
+            x, pad = self._padding(x)
+            return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
+        x_codes = self.act.codes(x)
+        w_codes, w_step = self._weight_codes()
+        x_codes, pad = self._padding(x_codes)
+        exact = F.conv2d(x_codes, w_codes, None, self.stride, pad, self.dilation, self.groups)
+        y = self._integer(exact, lambda: self._simulate(x_codes.detach(), w_codes.detach(), pad, exact.shape))
+        y = y * (self.act.step() * w_step.reshape(1, -1, 1, 1))
+        return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
+
+    def _simulate(self, x_codes: Tensor, w_codes: Tensor, pad: tuple[int, int], out_shape) -> Tensor:
+        batch, _, out_h, out_w = out_shape
+        groups, out_ch = self.groups, w_codes.shape[0]
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        cg = w_codes.shape[1]
+        config = self._config()
+        # rows layout: whole kernels per conversion group, each group zero-padded to the nominal rows
+        per_group = max(config.rows // kk, 1) if kk <= config.rows else 0
+        w = w_codes.reshape(groups, out_ch // groups, cg * kk).transpose(1, 2)  # (G, Cg*kk, Kg)
+        w = self._arrange_rows(w, cg, kk, per_group, config.rows, dim=1)
+        positions = out_h * out_w
+        row_bytes = cg * groups * kk * positions * 4
+        chunk = max(1, min(batch, UNFOLD_BUDGET_BYTES // max(row_bytes, 1)))
+        outs = []
+        for start in range(0, batch, chunk):
+            xb = x_codes[start:start + chunk]
+            cols = F.unfold(xb, self.kernel_size, self.dilation, pad, self.stride)  # (b, C*kk, L)
+            b = xb.shape[0]
+            cols = cols.reshape(b, groups, cg * kk, positions).permute(1, 0, 3, 2).reshape(groups, b * positions, -1)
+            cols = self._arrange_rows(cols, cg, kk, per_group, config.rows, dim=2)
+            y = cim_matmul(cols, w, config, generator=self.generator)  # (G, b*L, Kg)
+            outs.append(y.reshape(groups, b, positions, -1).permute(1, 0, 3, 2).reshape(b, out_ch, out_h, out_w))
+        return torch.cat(outs)
+
+    @staticmethod
+    def _arrange_rows(t: Tensor, cg: int, kk: int, per_group: int, rows: int, dim: int) -> Tensor:
+        """Lay the C*k*k axis out as whole-kernel conversion groups of `rows` (zero-padded)."""
+        if per_group == 0 or per_group * kk == rows or cg * kk <= rows:
+            return t
+        n = math.ceil(cg / per_group)
+        t = t.movedim(dim, -1)
+        lead = t.shape[:-1]
+        t = F.pad(t, (0, (n * per_group - cg) * kk)).reshape(*lead, n, per_group * kk)
+        t = F.pad(t, (0, rows - per_group * kk)).reshape(*lead, n * rows)
+        return t.movedim(-1, dim)
+
+
+class CimLinear(CimLayer):
+    """A Linear layer on the CiM macro: inputs (..., in) times stored weights (in, out)."""
+
+    def __init__(self, linear: nn.Linear, config: CimConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.weight = nn.Parameter(linear.weight.detach().clone())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "float":
+            return F.linear(x, self.weight, self.bias)
+        x_codes = self.act.codes(x)
+        w_codes, w_step = self._weight_codes()
+        exact = F.linear(x_codes, w_codes)
+        lead = x_codes.shape[:-1]
+
+        def simulate() -> Tensor:
+            flat = x_codes.detach().reshape(-1, x_codes.shape[-1])
+            return cim_matmul(flat, w_codes.detach().t(), self._config(), generator=self.generator).reshape(
+                *lead, -1)
+
+        y = self._integer(exact, simulate) * (self.act.step() * w_step.reshape(-1))
+        return y if self.bias is None else y + self.bias
+
+
+class CimMatMul(CimLayer):
+    """Activation x activation matmul (attention): ``a @ b`` with b held in the array (weight role).
+
+    Both operands are activations, so both get calibrated quantisers: a with the macro's input bits,
+    b signed with its weight bits (codes +-(2^(W-1)-1), like weights).
+    """
+
+    def __init__(self, config: CimConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.stored = ActivationQuantizer(config.weight_bits, signed=True,
+                                          calibration=kwargs.get("calibration", "max"))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.mode == "float":
+            return a @ b
+        a_codes, b_codes = self.act.codes(a), self.stored.codes(b)
+        exact = a_codes @ b_codes
+
+        def simulate() -> Tensor:
+            return cim_matmul(a_codes.detach(), b_codes.detach(), self._config(), generator=self.generator)
+
+        return self._integer(exact, simulate) * (self.act.step() * self.stored.step())
+
+
+def cim_layers(model: nn.Module) -> list[CimLayer]:
+    """The CiM layers of a model, in module order."""
+    return [m for m in model.modules() if isinstance(m, CimLayer)]
+
+
+def set_mode(model: nn.Module, mode: Mode) -> nn.Module:
+    """Put every CiM layer of the model into one mode."""
+    if mode not in MODES:
+        raise ValueError(f"mode = {mode!r}: expected one of {', '.join(MODES)}")
+    for layer in cim_layers(model):
+        layer.mode = mode
+    return model
+
+
+def set_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    """One random generator for all the model's noise draws (seeded simulation)."""
+    for layer in cim_layers(model):
+        layer.generator = generator
