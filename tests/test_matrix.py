@@ -43,7 +43,7 @@ def check(result, layers: int) -> None:
 
 
 def test_every_chip_is_in_the_matrix():
-    assert len(CHIPS) == 9 and {"aimc1", "dimc4", "aimc_template", "dimc_template"} <= set(CHIPS)
+    assert len(CHIPS) == 10 and {"aimc1", "dimc4", "aimc_template", "dimc_template", "nvm_template"} <= set(CHIPS)
 
 
 @pytest.mark.parametrize("chip", CHIPS)
