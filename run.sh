@@ -31,6 +31,6 @@ cmd=${1:-main}
 [ $# -gt 0 ] && shift
 case "$cmd" in
   test) exec .venv/bin/python -m pytest "$@" ;;
-  main) exec .venv/bin/cim-dse overview "$@" ;;
+  main) exec .venv/bin/cim-dse explore spaces/demo.yaml "$@" ;;
   *)    exec .venv/bin/cim-dse "$cmd" "$@" ;;
 esac

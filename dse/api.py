@@ -23,7 +23,7 @@ from dse.hardware import Accelerator, load_accelerator
 from dse.mapping import MappingSpec, check_mapping, load_mapping
 from dse.workload import Workload, load_onnx
 
-__all__ = ["evaluate", "get_hardware_performance", "write_results"]
+__all__ = ["evaluate", "explore", "get_hardware_performance", "plot_run", "run_exploration", "write_results"]
 
 
 def _workload(workload: str | Path | Workload | onnx.ModelProto) -> Workload:
@@ -97,3 +97,39 @@ def write_results(result: NetworkCost, folder: str | Path) -> list[Path]:
     write_atomic(paths[1], json.dumps(layers, indent=1) + "\n")
     write_atomic(paths[2], buf.getvalue())
     return paths
+
+
+# -- design-space exploration ----------------------------------------------------------------
+def run_exploration(space, *, output: str | Path | None = None, workers: int | None = None,
+                    scheduler: str | None = None, budget: int | None = None, seed: int | None = None,
+                    accuracy_fn=None, retry_failed: bool = False, progress: bool = False, plots: bool = True):
+    """Explore a design space (a YAML path, plain data or a loaded ``Space``) with this module's cost model.
+
+    Returns a :class:`dse.explore.Exploration` (rows, front, references, stats, the run folder). Results go
+    to ``output`` (default outputs/<space name>/); a rerun resumes from there. ``workers``: local processes
+    (default the CPU count, 0 = this process); ``scheduler``: a Dask scheduler address (tcp://HOST:PORT)
+    instead. ``accuracy_fn``: an accuracy evaluator (default: the bit-wise simulator).
+    """
+    from dse.explore import load_space, space_from_data
+    from dse.explore import run_exploration as run
+
+    if isinstance(space, dict):
+        space = space_from_data(space, "<space>")
+    elif isinstance(space, str | Path):
+        space = load_space(space)
+    return run(space, cost_fn=evaluate, accuracy_fn=accuracy_fn, output=output, workers=workers,
+               scheduler=scheduler, budget=budget, seed=seed, retry_failed=retry_failed, progress=progress,
+               plots=plots)
+
+
+def explore(space, **kwargs):
+    """``run_exploration(...)`` as a pandas DataFrame: one row per design point (parameters, objectives,
+    status, on_front, error); ``frame.attrs["run_dir"]`` is the result store."""
+    return run_exploration(space, **kwargs).to_frame()
+
+
+def plot_run(run_dir: str | Path, objectives=None, *, png: bool = False) -> list[Path]:
+    """Remake pareto.html (and with ``png``, pareto.png) of a run folder, optionally over other objectives."""
+    from dse.explore import replot
+
+    return replot(run_dir, objectives, with_png=png)

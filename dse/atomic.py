@@ -19,6 +19,7 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are ordinary, readable files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -212,6 +212,11 @@ SCHEMA_INTROS = {
                  "(`count` copies), the memory levels above its cells (lowest first) and the technology. "
                  "Array dims: D1 = columns (outputs), D2 = rows (summed per column), D3 = macros. Memory "
                  "operands: I1 = activations in, I2 = weights, O = outputs. Unknown fields are refused."),
+    "space": ("Design-space YAML schema", "A design-space file (`spaces/*.yaml`, run by `cim-dse explore`) names "
+              "one or more base accelerators, a workload, the accelerator fields to vary and their values, "
+              "constraints, 2 to 4 objectives and a search strategy. Paths inside it are relative to the file. "
+              "The guide with examples, the result store and the plots is docs/explore.md. Unknown fields are "
+              "refused."),
     "mapping": ("Mapping YAML schema", "A mapping file (`mapping/*.yaml`) is a list of entries in ZigZag's "
                 "format. Each is keyed by `name`: a layer name, an ONNX op type (Conv, Gemm, MatMul...), one of "
                 "our op types (conv, dwconv, gemm, matmul) or `default` (required). For each layer every field "
@@ -224,6 +229,8 @@ def schema_text(which: str) -> str:
 
     if which == "hardware":
         from dse.hardware import Accelerator as root
+    elif which == "space":
+        from dse.explore.space import DesignSpace as root
     else:
         from dse.mapping import MappingEntry as root
     title, intro = SCHEMA_INTROS[which]
@@ -354,6 +361,259 @@ def cmd_validate_chips(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- accuracy: simulate, train ------------------------------------------------------------
+def parse_overrides(items: Sequence[str] | None) -> dict[str, dict[str, object]]:
+    """``PATTERN:FIELD=VALUE`` strings (values read as YAML scalars) -> per-layer CimConfig overrides."""
+    import yaml
+
+    out: dict[str, dict[str, object]] = {}
+    for item in items or ():
+        pattern, sep, assignment = item.rpartition(":")
+        field, eq, value = assignment.partition("=")
+        if not sep or not eq or not field:
+            raise InputError(None, "--override", f"= {item!r}: expected LAYER_PATTERN:FIELD=VALUE",
+                             "e.g. '/conv2/Conv:adc_bits=4' or '*:noise_sigma_pct=1'")
+        out.setdefault(pattern, {})[field.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _add_accuracy_arguments(p: argparse.ArgumentParser, hardware: str = "aimc_template.yaml",
+                            digital: Sequence[str] = ("first", "last")) -> None:
+    p.add_argument("--workload", default=str(REPO_ROOT / "workloads" / "digits_cnn.onnx"),
+                   help="ONNX model with weights (default: the digits CNN)")
+    p.add_argument("--hardware", default=str(HARDWARE_DIR / hardware), help=f"accelerator YAML (default: {hardware})")
+    p.add_argument("--dataset", default="digits", help="digits (built in), cifar10, cifar100 or imagenet")
+    p.add_argument("--data-path", help="folder of the data set (CIFAR python layout; ImageNet class folders)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--override", action="append", metavar="LAYER:FIELD=VALUE",
+                   help="per-layer CiM setting, e.g. '/conv2/Conv:adc_bits=4' (repeatable; fnmatch patterns)")
+    p.add_argument("--digital", nargs="*", default=list(digital),
+                   help="layers computed exactly off the array: first, last and/or name patterns "
+                   f"(default: {' '.join(digital) or 'none'})")
+    p.add_argument("--per-channel", action="store_true", help="per-output-channel weight scales")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _bar(description: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=True)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dse.accuracy.simulate import simulate_accuracy
+    from dse.atomic import write_atomic
+
+    with _bar("simulating") as bar:
+        task = bar.add_task("simulate", total=None)
+        result = simulate_accuracy(
+            args.workload, args.hardware, dataset=args.dataset, data_path=args.data_path, samples=args.samples,
+            repeats=args.repeats, seed=args.seed, overrides=parse_overrides(args.override),
+            checkpoint=args.checkpoint, digital=args.digital, semantics=args.semantics,
+            per_channel=args.per_channel, batch_size=args.batch_size, device=args.device,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    full = {"workload": args.workload, "hardware": args.hardware, **result.to_dict()}
+    if args.output:
+        write_atomic(Path(args.output) / "accuracy.json", json.dumps(full, indent=2) + "\n")
+    if args.json:
+        _print_json({k: full[k] for k in ("accuracy", "accuracy_std", "float_accuracy", "samples")})
+        return 0
+    console = _console()
+    spread = f" +- {result.accuracy_std:.2%} over {result.repeats} noise instances" if result.repeats > 1 else ""
+    console.print(f"{Path(args.workload).name} on {Path(args.hardware).name}, {result.dataset} "
+                  f"({result.samples} test images): CiM accuracy {result.accuracy:.2%}{spread}, "
+                  f"float {result.float_accuracy:.2%}")
+    if args.output:
+        console.print(f"wrote {display_path(Path(args.output) / 'accuracy.json')}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dse.accuracy.train import train
+    from dse.atomic import write_atomic
+
+    out = Path(args.output) if args.output else (
+        Path("outputs") / f"train-{Path(args.hardware).stem}-{Path(args.workload).stem}")
+    console = _console()
+    with _bar("training") as bar:
+        epochs = bar.add_task("epochs", total=args.epochs)
+        batches = bar.add_task("batches", total=None)
+
+        def on_epoch(epoch: int, total: int, loss: float, acc: float) -> None:
+            bar.update(epochs, completed=epoch)
+            bar.console.print(f"epoch {epoch}/{total}: loss {loss:.4f}, test accuracy (exact integer) {acc:.2%}")
+
+        result = train(
+            args.workload, args.hardware, dataset=args.dataset, data_path=args.data_path, epochs=args.epochs,
+            lr=args.lr, batch_size=args.batch_size, seed=args.seed, trim_noise=args.trim_noise,
+            macro_noise=args.macro_noise, pact=args.pact, per_channel=args.per_channel,
+            overrides=parse_overrides(args.override), digital=args.digital, output=out, device=args.device,
+            on_epoch=on_epoch, on_batch=lambda i, n: bar.update(batches, completed=i, total=n))
+    summary = {"workload": args.workload, "hardware": args.hardware, "dataset": args.dataset,
+               "checkpoint": str(result.checkpoint), "test_accuracy": result.test_accuracy,
+               "history": list(result.history)}
+    write_atomic(out / "results.json", json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        _print_json(summary)
+        return 0
+    console.print(f"trained {len(result.history)} epochs: test accuracy {result.test_accuracy:.2%} (exact integer "
+                  f"arithmetic); checkpoint {display_path(out / 'last.pt')}")
+    console.print(f"simulate it: cim-dse simulate --workload {args.workload} --hardware {args.hardware} "
+                  f"--checkpoint {display_path(out / 'last.pt')}")
+    return 0
+
+
+# -- write-verify (SWIM) -------------------------------------------------------------------
+def _csv_list(text: str, cast, option: str) -> list:
+    try:
+        return [cast(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise InputError(None, option, f"= {text!r}: expected a comma-separated list") from None
+
+
+def cmd_write_verify(args: argparse.Namespace) -> int:
+    from dse.accuracy.write_verify import csv_text, page_html, write_verify_sweep
+    from dse.atomic import write_atomic
+    from dse.cost.programming import program_energy_pJ, program_time_s
+
+    fractions = _csv_list(args.fractions, float, "--fractions")
+    methods = _csv_list(args.methods, str, "--methods")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.output) if args.output else (
+        Path("outputs") / f"write-verify-{Path(args.hardware).stem}-{Path(args.workload).stem}")
+    with _bar("write-verify") as bar:
+        task = bar.add_task("chips", total=None)
+        sweep = write_verify_sweep(
+            args.workload, args.hardware, dataset=args.dataset, data_path=args.data_path, fractions=fractions,
+            methods=methods, instances=args.instances, seed=args.seed, dev_var=args.dev_var,
+            write_var=args.write_var, digital=args.digital, overrides=parse_overrides(args.override),
+            samples=args.samples, estimator=args.estimator, simulate=args.simulate, per_channel=args.per_channel,
+            device=args.device, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    var = sweep.variation
+    rows = [{**p.to_dict(), "program_energy_pJ": program_energy_pJ(var, p.verified),
+             "program_time_s": program_time_s(var, p.verified)} for p in sweep.points]
+    name = f"{Path(args.workload).stem} on {Path(args.hardware).stem}"
+    title = (f"Selective write-verify: {name}, dev_var {var.dev_var:g}, write_var {var.write_var:g}, "
+             f"{var.bits_per_device} bit(s)/device, {args.instances} chips")
+    notes = [f"{sweep.weights:,} weights in NVM; float accuracy {sweep.float_accuracy:.2%}, quantised without "
+             f"variation {sweep.quantized_accuracy:.2%} ({sweep.settings['samples']} {args.dataset} test images).",
+             f"Write-verify cost per weight: {var.write_verify_energy_pJ:g} pJ, {var.write_verify_time_ns:g} ns "
+             f"(from {Path(args.hardware).name}); the programming cost is the verified count times these.",
+             f"Error bars: std over {args.instances} chip instances (seeds {args.seed}.."
+             f"{args.seed + args.instances - 1}), the same chips for every point."]
+    write_atomic(out / "write_verify.csv", csv_text(rows))
+    write_atomic(out / "write_verify.html", page_html(rows, title, notes))
+    summary = {"workload": args.workload, "hardware": args.hardware, "weights": sweep.weights,
+               "float_accuracy": sweep.float_accuracy, "quantized_accuracy": sweep.quantized_accuracy,
+               "settings": sweep.settings, "points": rows,
+               "files": [str(out / "write_verify.csv"), str(out / "write_verify.html"), str(out / "write_verify.json")]}
+    write_atomic(out / "write_verify.json", json.dumps(summary, indent=2) + "\n")
+    if args.json:
+        _print_json(summary)
+        return 0
+    console = _console()
+    table = Table(title=title)
+    for col in ("method", "fraction", "verified", "accuracy", "energy (µJ)", "time (s)"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(r["method"], f"{r['fraction']:g}", f"{r['verified']:,}",
+                      f"{r['accuracy']:.2%} ± {r['accuracy_std']:.2%}", f"{r['program_energy_pJ'] * 1e-6:.4g}",
+                      f"{r['program_time_s']:.4g}")
+    console.print(table)
+    console.print(notes[0])
+    console.print(f"wrote {display_path(out / 'write_verify.csv')}, {display_path(out / 'write_verify.html')} and "
+                  f"{display_path(out / 'write_verify.json')}")
+    return 0
+
+
+# -- explore and plot ----------------------------------------------------------------------
+def cmd_explore(args: argparse.Namespace) -> int:
+    import signal
+
+    from dse.api import run_exploration
+
+    def stop(signum, frame):  # kill (SIGTERM) stops like Ctrl-C: the store stays consistent
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        result = run_exploration(args.space, output=args.output, workers=args.workers, scheduler=args.scheduler,
+                                 budget=args.budget, seed=args.seed, retry_failed=args.retry_failed,
+                                 progress=not args.json)
+    except KeyboardInterrupt:
+        print("cim-dse: interrupted; every finished point is stored: rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    totals: dict[str, int] = {}
+    for row in result.rows:
+        totals[row["status"]] = totals.get(row["status"], 0) + 1
+    if args.json:
+        _print_json({"run_dir": str(result.run_dir), "strategy": result.strategy, "objectives": list(result.objectives),
+                     "points": len(result.rows), "totals": totals, "pareto": result.front, "stats": result.stats,
+                     "notes": result.notes, "files": [str(p) for p in result.files]})
+        return 0
+    console = _console()
+    console.print(explore_table(result))
+    s = result.stats
+    console.print(
+        f"{len(result.rows)} points ({', '.join(f'{n} {k}' for k, n in totals.items())}), {len(result.front)} on the "
+        f"front; {result.strategy}; this run: {s['computed']} computed, {s['reused']} from the store, "
+        f"{s['accuracy_runs']} accuracy simulations, {s['wall_s']:.1f} s")
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"wrote {', '.join(display_path(p) for p in result.files)}")
+    return 0
+
+
+def explore_table(result, limit: int = 25) -> Table:
+    """The Pareto front, sorted by the first objective."""
+    from dse.explore import OBJECTIVES
+
+    objectives = [OBJECTIVES[o] for o in result.objectives]
+    front = sorted(result.front, key=lambda r: r[objectives[0].column] * (1 if objectives[0].direction == "min"
+                                                                          else -1))
+    params = [c for c in _param_columns(result) if any(r.get(c) is not None for r in front)]
+    table = Table(title=f"Pareto front ({len(front)} points) over "
+                  + ", ".join(f"{o.name} ({o.direction})" for o in objectives), title_justify="left")
+    for col in (*params, *(o.label for o in objectives)):
+        table.add_column(col, justify="right")
+    for row in front[:limit]:
+        table.add_row(*(_cell(row.get(c)) for c in params), *(_cell(row.get(o.column)) for o in objectives))
+    if len(front) > limit:
+        table.add_row(*["..."] * (len(params) + len(objectives)))
+    return table
+
+
+def _param_columns(result) -> list[str]:
+    from dse.explore.objectives import ACCURACY_METRICS, COST_METRICS
+    from dse.explore.results import LEAD, TIMES
+
+    skip = set(LEAD) | set(TIMES) | set(COST_METRICS) | set(ACCURACY_METRICS)
+    return [c for c in result.columns if c not in skip]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from dse.api import plot_run
+
+    objectives = [o.strip() for o in args.objectives.split(",")] if args.objectives else None
+    paths = plot_run(args.run_dir, objectives, png=args.png)
+    print(f"wrote {', '.join(display_path(p) for p in paths)}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cim-dse", description=__doc__.splitlines()[0])
@@ -379,7 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_mapping)
 
     p = sub.add_parser("schema", help="print the documented YAML schema (markdown)")
-    p.add_argument("which", choices=("hardware", "mapping"))
+    p.add_argument("which", choices=("hardware", "mapping", "space"))
     p.add_argument("--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
 
@@ -392,6 +652,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zigzag-compat", action="store_true", help="use ZigZag-IMC's original arithmetic")
     p.add_argument("--hardware-dir", default=str(HARDWARE_DIR))
     p.set_defaults(func=cmd_validate_chips)
+
+    p = sub.add_parser("simulate", help="bit-wise CiM simulation: inference accuracy of a model on a macro")
+    _add_accuracy_arguments(p)
+    p.add_argument("--checkpoint", help="weights and calibrated clips from `cim-dse train`")
+    p.add_argument("--samples", type=int, help="test images (a seeded subset; default all)")
+    p.add_argument("--repeats", type=int, default=1, help="noise instances (chips) to average over")
+    p.add_argument("--semantics", choices=("default", "asim"), default="default",
+                   help="asim = ASiM's arithmetic exactly; default = the same physics with its faults fixed")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--output", help="folder for accuracy.json")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("train", help="quantisation- and noise-aware training for a macro")
+    _add_accuracy_arguments(p)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--trim-noise", type=float, default=0.0,
+                   help="ASiM's noise-aware training: outputs times 1 + N(0, (x/100)^2)")
+    p.add_argument("--macro-noise", action="store_true", help="train through the macro's own ADC and noise model")
+    p.add_argument("--pact", action="store_true", help="learnable activation clipping (PACT)")
+    p.add_argument("--output", help="folder for last.pt and results.json (default outputs/train-<hw>-<workload>/)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("write-verify", help="NVM device variation: accuracy vs fraction of weights write-verified "
+                       "(SWIM) and its programming cost")
+    _add_accuracy_arguments(p, hardware="nvm_template.yaml", digital=())
+    p.add_argument("--fractions", default="0,0.01,0.02,0.05,0.1,0.2,0.5,1",
+                   help="fractions of the weights to write-verify, comma-separated")
+    p.add_argument("--methods", default="sm,magnitude,random",
+                   help="selections, comma-separated: sm (SWIM), second, saliency, magnitude, random")
+    p.add_argument("--instances", type=int, default=20, help="chip instances (noise draws) per point")
+    p.add_argument("--dev-var", type=float, help="sigma / max|W| of an unverified device (default: the YAML's)")
+    p.add_argument("--write-var", type=float, help="sigma / max|W| of a verified device (default: the YAML's)")
+    p.add_argument("--samples", type=int, help="test images (a seeded subset; default all)")
+    p.add_argument("--estimator", choices=("fisher", "hutchinson"), default="fisher",
+                   help="curvature: sampled Fisher = Gauss-Newton diagonal (default), or Hutchinson Hessian diagonal")
+    p.add_argument("--simulate", action="store_true", help="run the bit-wise macro (ADC, noise) instead of exact "
+                   "integer arithmetic (much slower)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice; 1 is fastest for small "
+                   "models on a busy machine)")
+    p.add_argument("--output", help="folder for write_verify.csv/.html/.json (default outputs/write-verify-<hw>-<wl>/)")
+    p.set_defaults(func=cmd_write_verify)
+
+    p = sub.add_parser("explore", help="explore a design space: cost and accuracy of each point, Pareto front, plots")
+    p.add_argument("space", help="design-space YAML (docs/space.md), e.g. spaces/demo.yaml")
+    p.add_argument("--output", help="result folder (default outputs/<space name>/); rerunning resumes from it")
+    p.add_argument("--workers", type=int, help="local worker processes (default: the CPU count; 0 = this process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask scheduler's workers instead")
+    p.add_argument("--budget", type=int, help="distinct points the nsga2 search evaluates (overrides strategy.budget)")
+    p.add_argument("--seed", type=int, help="seed of the search (overrides strategy.seed)")
+    p.add_argument("--retry-failed", action="store_true", help="evaluate again the points stored as failed")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the front, totals, files)")
+    p.set_defaults(func=cmd_explore)
+
+    p = sub.add_parser("plot", help="remake pareto.html and pareto.png of an exploration's result folder")
+    p.add_argument("run_dir", help="folder written by `cim-dse explore` (outputs/<run>/)")
+    p.add_argument("--objectives", help="comma-separated objectives for the front and plots (default: the run's)")
+    p.add_argument("--png", action="store_true", help="also write pareto.png (every pair of objectives, static)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("overview", help="print the default workload and the shipped accelerators")
     p.add_argument("--workload", default=str(DEFAULT_WORKLOAD))
