@@ -460,7 +460,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     console.print(f"trained {len(result.history)} epochs: test accuracy {result.test_accuracy:.2%} (exact integer "
                   f"arithmetic); checkpoint {display_path(out / 'last.pt')}")
-    console.print(f"simulate it: cim-dse simulate --workload {args.workload} --hardware {args.hardware} "
+    console.print(f"simulate it: cim-dse simulate --workload {display_path(args.workload)} "
+                  f"--hardware {display_path(args.hardware)} "
                   f"--checkpoint {display_path(out / 'last.pt')}")
     return 0
 
