@@ -3,7 +3,11 @@ noise statistics, voting, batch invariance, seeds and config validation."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 import torch
@@ -11,7 +15,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dse.accuracy.core_planes as planes
+from dse.accuracy import core_fused
 from dse.accuracy.core import CimConfig, Cycle, cim_matmul, input_cycles, row_groups
+
+# the epilogue paths: torch (whole-tensor passes) and the numba kernels (where numba is installed)
+FUSED = ["popcount", "gemm"] if core_fused.kernels() is not None else []
+PATHS = ["torch", *FUSED]
+
+
+@contextlib.contextmanager
+def path(kernel: str) -> Iterator[None]:
+    """Run cim_matmul through one epilogue path (a context manager: also inside hypothesis tests)."""
+    with mock.patch.dict(os.environ, {core_fused.ENV: kernel}):
+        yield
 
 # ----------------------------------------------------------------------------------------------
 # the simple reference: Python loops over group, weight bit and input cycle, float64, no noise
@@ -102,34 +118,40 @@ def _configs(semantics: str):
     return build()
 
 
+@pytest.mark.parametrize("kernel", PATHS)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=_configs("asim"), m=st.integers(1, 9), k=st.integers(1, 150), n=st.integers(1, 6), seed=st.integers(0, 99))
-def test_asim_semantics_equals_the_per_cycle_reference(config, m, k, n, seed):
+def test_asim_semantics_equals_the_per_cycle_reference(kernel, config, m, k, n, seed):
     gen = torch.Generator().manual_seed(seed)
     x = codes((m, k), config.input_bits, config.signed_inputs, gen)
     w = weights((k, n), config.weight_bits, gen)
-    assert torch.equal(cim_matmul(x, w, config), reference(x, w, config).float())
+    with path(kernel):
+        assert torch.equal(cim_matmul(x, w, config), reference(x, w, config).float())
 
 
+@pytest.mark.parametrize("kernel", PATHS)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(config=_configs("default"), m=st.integers(1, 9), k=st.integers(1, 150), n=st.integers(1, 6), seed=st.integers(0, 99))
-def test_default_semantics_equals_its_reference(config, m, k, n, seed):
+def test_default_semantics_equals_its_reference(kernel, config, m, k, n, seed):
     gen = torch.Generator().manual_seed(seed)
     x = codes((m, k), config.input_bits, config.signed_inputs, gen)
     w = weights((k, n), config.weight_bits, gen)
-    assert torch.equal(cim_matmul(x, w, config), reference(x, w, config).float())
+    with path(kernel):
+        assert torch.equal(cim_matmul(x, w, config), reference(x, w, config).float())
 
 
+@pytest.mark.parametrize("kernel", PATHS)
 @pytest.mark.parametrize("e,signed", [(1, False), (2, False), (4, False), (1, True), (2, True), (4, True)])
 @pytest.mark.parametrize("semantics", ["asim", "default"])
-def test_w8a8_layers_with_lossy_adc_and_hybrid_cycles(e, signed, semantics):
+def test_w8a8_layers_with_lossy_adc_and_hybrid_cycles(e, signed, semantics, kernel):
     gen = torch.Generator().manual_seed(e + 10 * signed)
     for adc, hybrid in ((6, 0), (5, 3)):
         config = CimConfig(rows=100, adc_bits=adc, input_bits_per_cycle=e, signed_inputs=signed, hybrid_levels=hybrid,
                            semantics=semantics)
         x, w = codes((20, 230), 8, signed, gen), weights((230, 7), 8, gen)
         expected = reference(x, w, config).float()
-        assert torch.equal(cim_matmul(x.float(), w.float(), config), expected)
+        with path(kernel):
+            assert torch.equal(cim_matmul(x.float(), w.float(), config), expected)
         assert not torch.equal(expected, (x @ w).float())  # really lossy
 
 
@@ -148,7 +170,9 @@ def test_partial_last_group_is_kept_in_default_and_asim_linear():
     assert (groups.size, groups.count, groups.keep) == (255, 3, 576)  # 255 + 255 + 66
 
 
-def test_asim_conv_grouping_drops_the_tail_like_the_anchor():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_asim_conv_grouping_drops_the_tail_like_the_anchor(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     # rows 256, 3x3, 256 channels: 28 channels (252 rows) per group, ceil(2304/256) = 9 groups, 4 channels lost
     asim = CimConfig(rows=256, adc_bits=8, semantics="asim", kernel_area=9)
     groups = row_groups(2304, asim)
@@ -167,7 +191,9 @@ def test_asim_conv_grouping_drops_the_tail_like_the_anchor():
         cim_matmul(x[:, :100], w[:100], asim)
 
 
-def test_hybrid_cycles_are_exact_in_default_but_pass_the_adc_in_asim():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_hybrid_cycles_are_exact_in_default_but_pass_the_adc_in_asim(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     gen = torch.Generator().manual_seed(4)
     x, w = codes((30, 200), 8, False, gen), weights((200, 5), 8, gen)
     full = 8 + 8 - 1
@@ -178,7 +204,9 @@ def test_hybrid_cycles_are_exact_in_default_but_pass_the_adc_in_asim():
     assert torch.equal(asim, cim_matmul(x, w, CimConfig(rows=64, adc_bits=6, semantics="asim")))  # ADC, no noise
 
 
-def test_batch_dims_broadcast_like_matmul():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_batch_dims_broadcast_like_matmul(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     gen = torch.Generator().manual_seed(5)
     config = CimConfig(rows=40, adc_bits=5)
     x = codes((3, 2, 6, 90), 8, False, gen)
@@ -195,13 +223,15 @@ def test_batch_dims_broadcast_like_matmul():
     assert cim_matmul(x[..., :0], w[:, :0], config).abs().sum() == 0
 
 
+@pytest.mark.parametrize("kernel", ["torch", *FUSED[1:]])  # the bit-plane GEMM's users
 @pytest.mark.parametrize("engine", [
     planes.Engine(torch.float64, 6, 8),
     planes.Engine(torch.bfloat16, 1, 8),  # the AMX path (exact while sums <= 256)
     planes.Engine(torch.float32, 1, 8),
     planes.Engine(torch.float32, 2, 12),  # fields that are not whole bytes
 ])
-def test_every_gemm_engine_is_exact(engine, monkeypatch):
+def test_every_gemm_engine_is_exact(engine, kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     monkeypatch.setattr(planes, "choose_engine", lambda *args: engine)
     gen = torch.Generator().manual_seed(6)
     config = CimConfig(rows=128, adc_bits=6, hybrid_levels=2)
@@ -223,7 +253,9 @@ def test_engine_choice():
 # batch invariance and seeds
 
 
-def test_noise_free_results_do_not_depend_on_chunking():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_noise_free_results_do_not_depend_on_chunking(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     gen = torch.Generator().manual_seed(7)
     config = CimConfig(rows=50, adc_bits=5, hybrid_levels=4, input_bits_per_cycle=2)
     x, w = codes((203, 300), 8, False, gen), weights((300, 17), 8, gen)
@@ -234,7 +266,9 @@ def test_noise_free_results_do_not_depend_on_chunking():
     assert torch.equal(whole, parts)
 
 
-def test_seed_reproducibility_and_noise_independent_of_batch(monkeypatch):
+@pytest.mark.parametrize("kernel", PATHS)
+def test_seed_reproducibility_and_noise_independent_of_batch(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     gen = torch.Generator().manual_seed(8)
     x, w = codes((400, 200), 8, False, gen), weights((200, 16), 8, gen)
     config = CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0)
@@ -266,6 +300,7 @@ def _one_conversion(config_kwargs: dict, mac: int, semantics: str = "default", s
     return cim_matmul(x, w, config, torch.Generator().manual_seed(9)).flatten()
 
 
+@pytest.mark.parametrize("kernel", PATHS)
 @pytest.mark.parametrize("semantics", ["default", "asim"])
 @pytest.mark.parametrize("kwargs,sigma_lsb", [
     ({"noise_sigma_pct": 1.0}, 2.55),  # 1 % of full scale = 2.55 LSB at 8 bits
@@ -274,23 +309,124 @@ def _one_conversion(config_kwargs: dict, mac: int, semantics: str = "default", s
     ({"nonlinear_sigma_pct": 4.0}, 4.0 / 100 * 255 / math.sqrt(99 + 1)),  # 1/sqrt(MAC + 1) at MAC 99
     ({"noise_sigma_pct": 0.5, "nonlinear_sigma_pct": 4.0}, math.hypot(1.275, 1.02)),
 ])
-def test_injected_noise_has_the_configured_std(kwargs, sigma_lsb, semantics):
+def test_injected_noise_has_the_configured_std(kwargs, sigma_lsb, semantics, kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     y = _one_conversion(kwargs, 99 if "nonlinear_sigma_pct" in kwargs else 128, semantics)
     expected = math.sqrt(sigma_lsb**2 + 1 / 12)  # plus the rounding of the ADC
     assert abs(y.std().item() / expected - 1) < 0.03
     assert abs(y.mean().item() - (99 if "nonlinear_sigma_pct" in kwargs else 128)) < 0.1
 
 
-def test_noise_is_clamped_at_zero_codes():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_noise_is_clamped_at_zero_codes(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     y = _one_conversion({"noise_sigma_lsb": 2.0}, 0)
     assert y.min() == 0 and 0.7 < y.mean().item() < 0.9  # E[round(max(0, 2 n))] ~= 0.8
+
+
+# ----------------------------------------------------------------------------------------------
+# the fused numba path against the torch path, its random numbers and its choice
+
+
+@pytest.mark.skipif(not FUSED, reason="numba not installed")
+@pytest.mark.parametrize("config,shape", [
+    (CimConfig(rows=255, adc_bits=6), (70, 576, 19)),
+    (CimConfig(rows=100, adc_bits=6, hybrid_levels=4), (33, 300, 8)),  # L/FS not dyadic: two-step scaling
+    (CimConfig(weight_bits=3, input_bits=12, rows=70, adc_bits=7, input_bits_per_cycle=4), (21, 150, 5)),
+    (CimConfig(input_bits=9, signed_inputs=True, input_bits_per_cycle=3, rows=64, adc_bits=5), (17, 200, 6)),
+    (CimConfig(rows=4000, adc_bits=12, weight_bits=6, input_bits=6), (9, 4100, 3)),
+    (CimConfig(rows=255, adc_bits=7, semantics="asim", kernel_area=9, hybrid_levels=3), (12, 9 * 64, 4)),
+    (CimConfig(weight_bits=16, input_bits=16, rows=30, adc_bits=9, input_bits_per_cycle=8), (8, 100, 3)),
+])
+def test_fused_paths_equal_the_torch_path_bit_for_bit(config, shape, monkeypatch):
+    m, k, n = shape
+    gen = torch.Generator().manual_seed(12)
+    x = codes((2, m, k), config.input_bits, config.signed_inputs, gen)
+    w = weights((2, k, n), config.weight_bits, gen)
+    wide = config.rows == 4000 or config.weight_bits == 16  # float64 epilogues
+    assert planes.work_dtype(config, config.rows) == (torch.float64 if wide else torch.float32)
+    results = {}
+    for kernel in PATHS:
+        monkeypatch.setenv(core_fused.ENV, kernel)
+        results[kernel] = cim_matmul(x, w, config)
+    for kernel in FUSED:
+        assert torch.equal(results[kernel], results["torch"]), kernel
+    assert not torch.equal(results["torch"], (x @ w).float())
+
+
+@pytest.mark.skipif(not FUSED, reason="numba not installed")
+def test_kernel_normals_are_standard_normal():
+    z = torch.from_numpy(core_fused.kernels().normals(core_fused.np.uint64(2024), 0, 2**21)).double()
+    mean, std = z.mean().item(), z.std().item()
+    kurtosis = ((z - mean) ** 4).mean().item() / std**4
+    assert abs(mean) < 0.003 and abs(std - 1) < 0.002 and abs(kurtosis - 3) < 0.02
+    # the whole distribution: Kolmogorov-Smirnov distance to Phi (critical value 1.63 / sqrt(n) at 1 %)
+    srt = torch.sort(z).values
+    cdf = torch.special.ndtr(srt)
+    i = torch.arange(1, z.numel() + 1, dtype=torch.float64) / z.numel()
+    assert (i - cdf).abs().max().item() < 1.63 / math.sqrt(z.numel())
+    for t in (2.0, 3.0, 4.0):  # both tails
+        expected = 2 * (1 - torch.special.ndtr(torch.tensor(t)).item())
+        assert abs((z.abs() > t).double().mean().item() / expected - 1) < 0.05 + 3 / math.sqrt(expected * z.numel())
+    pairs = z.view(-1, 2)  # the two normals of one Box-Muller draw are uncorrelated
+    assert abs(torch.corrcoef(pairs.T)[0, 1].item()) < 0.005
+
+
+@pytest.mark.skipif(not FUSED, reason="numba not installed")
+@pytest.mark.parametrize("kernel", FUSED)
+def test_fused_noise_depends_on_the_seed_only(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
+    gen = torch.Generator().manual_seed(13)
+    x, w = codes((300, 200), 8, False, gen), weights((200, 16), 8, gen)
+    config = CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0, nonlinear_sigma_pct=0.5, votes=3, voting_levels=4)
+
+    def run(seed: int, cfg: CimConfig = config, threads: int = 2) -> torch.Tensor:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return cim_matmul(x, w, cfg, torch.Generator().manual_seed(seed))
+        finally:
+            torch.set_num_threads(before)
+
+    first = run(1)
+    assert torch.equal(first, run(1, threads=1))  # streams per output element, not per thread
+    small = CimConfig.from_dict({**config.to_dict(), "memory_budget_bytes": 1})
+    assert torch.equal(first, run(1, small))  # nor per chunk
+    assert not torch.equal(first, run(2))
+    torch.manual_seed(5)  # no generator: the default one
+    a = cim_matmul(x, w, config)
+    torch.manual_seed(5)
+    assert torch.equal(a, cim_matmul(x, w, config))
+
+
+def test_kernel_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(core_fused.ENV, "torch")
+    assert core_fused.kernel_for(cpu) == "torch"
+    monkeypatch.setenv(core_fused.ENV, "tensorflow")
+    with pytest.raises(ValueError, match="CIM_DSE_KERNEL='tensorflow': must be one of auto, torch, popcount, gemm"):
+        core_fused.kernel_for(cpu)
+    monkeypatch.setenv(core_fused.ENV, "auto")
+    assert core_fused.kernel_for(torch.device("cuda")) == "torch"
+    assert core_fused.kernel_for(cpu) == ("torch" if not FUSED else core_fused.kernel_for(cpu))
+    if FUSED:
+        assert core_fused.kernel_for(cpu) in FUSED
+    monkeypatch.setattr(core_fused, "kernels", lambda: None)  # numba missing or broken
+    monkeypatch.setenv(core_fused.ENV, "popcount")
+    assert core_fused.kernel_for(cpu) == "torch"
+    gen = torch.Generator().manual_seed(14)
+    x, w = codes((5, 80), 8, False, gen), weights((80, 3), 8, gen)
+    config = CimConfig(rows=40, adc_bits=5)
+    assert torch.equal(cim_matmul(x, w, config), reference(x, w, config).float())
 
 
 # ----------------------------------------------------------------------------------------------
 # voting
 
 
-def test_one_vote_is_no_voting():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_one_vote_is_no_voting(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     gen = torch.Generator().manual_seed(10)
     x, w = codes((50, 200), 8, False, gen), weights((200, 8), 8, gen)
     base = {"rows": 64, "adc_bits": 6, "noise_sigma_lsb": 0.8}
@@ -299,7 +435,9 @@ def test_one_vote_is_no_voting():
     assert torch.equal(plain, one)
 
 
-def test_voting_reduces_the_error():
+@pytest.mark.parametrize("kernel", PATHS)
+def test_voting_reduces_the_error(kernel, monkeypatch):
+    monkeypatch.setenv(core_fused.ENV, kernel)
     gen = torch.Generator().manual_seed(11)
     x, w = codes((600, 128), 8, False, gen), weights((128, 8), 8, gen)
     clean = cim_matmul(x, w, CimConfig(rows=128, adc_bits=6))

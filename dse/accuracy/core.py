@@ -59,6 +59,13 @@ their statistics on neither. A noise-free lossless configuration is one integer-
 exact value rounded once (exact integers below 2^24). Memory: a chunk's scratch is about
 ``core_planes.WORKSET_BYTES`` (at least ``MIN_CHUNK_ROWS`` rows of M) and never above
 ``memory_budget_bytes`` (except one row that alone exceeds it); weights, operands and output come on top.
+
+Fused CPU path (``core_fused``, numba). On CPU tensors, when numba is installed, the lossy path runs
+in numba kernels that do the whole epilogue in one pass per output element (and, without AMX, the
+column sums too, by AND + popcount of packed bit planes); ``CIM_DSE_KERNEL=torch`` forces the torch
+path above (also used for CUDA tensors). Noise-free results are identical on both paths; noisy ones
+have the same distribution from a different, counter-based random stream, which depends on the
+generator's state only (not on M-chunking or threads).
 """
 
 from __future__ import annotations
@@ -70,6 +77,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from dse.accuracy.core_fused import kernel_for, simulate_fused
 from dse.accuracy.core_planes import FP32_EXACT, chunk_rows, matmul_precision_exact, simulate_planes
 
 Semantics = Literal["default", "asim"]
@@ -303,6 +311,9 @@ def _simulate(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generator | N
     groups = row_groups(x.shape[-1], c)
     if _exact_arithmetic(c):
         return _exact_matmul(x[..., : groups.keep], w[:, : groups.keep], c)
+    kernel = kernel_for(x.device)
+    if kernel != "torch":
+        return simulate_fused(x, w, c, groups.size, groups.count, groups.keep, generator, kernel)
     return simulate_planes(x, w, c, groups.size, groups.count, groups.keep, generator)
 
 

@@ -262,9 +262,7 @@ def simulate_planes(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups:
     engine = choose_engine(x.device, max_sum, c.weight_bits, c.noisy)
     packs = math.ceil(c.weight_bits / engine.fields)
     d = Dims(bt, groups, group_rows, len(cycles), w.shape[-1], c.weight_bits, packs, engine.fields)
-    levels = 2**c.adc_bits - 1
-    fp32_ok = levels * (2**max_width - 1) * c.rows < 2**22 and max(levels, max_sum) * 2**c.weight_bits < FP32_EXACT
-    work = torch.float32 if fp32_ok else torch.float64
+    work = work_dtype(c, group_rows)
     tables = pair_tables(c, d, work, x.device)
     planes = weight_planes(w[:, :keep], d, engine)
     xdtype = torch.uint8 if c.input_bits <= 8 else torch.int32
@@ -290,6 +288,32 @@ def simulate_planes(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups:
     return out
 
 
+def work_dtype(c: CimConfig, group_rows: int) -> torch.dtype:
+    """Epilogue dtype: float32 while scaled sums are exact enough for half-even rounding and codes
+    times plane weights stay exact integers, else float64 (shared with the fused kernels)."""
+    max_width = max(cy.width for cy in c.cycles)
+    max_sum = (2**max_width - 1) * group_rows
+    levels = 2**c.adc_bits - 1
+    fp32_ok = levels * (2**max_width - 1) * c.rows < 2**22 and max(levels, max_sum) * 2**c.weight_bits < FP32_EXACT
+    return torch.float32 if fp32_ok else torch.float64
+
+
+def column_sums(xi: Tensor, planes: Tensor, d: Dims, engine: Engine, shifts: Tensor, masks: Tensor,
+                bufs: Buffers) -> Tensor:
+    """One M-chunk's packed column sums (Bt, G, C*Mc, P*N): input digits times weight planes, one GEMM."""
+    bt, mc, _ = xi.shape
+    g, gr, nc = d.groups, d.group_rows, d.cycles
+    xv = xi.view(bt, mc, g, gr).permute(0, 2, 1, 3).unsqueeze(2)  # (Bt, G, 1, Mc, gr)
+    digits = bufs.get("digits", (bt, g, nc, mc, gr), xi.dtype)
+    torch.bitwise_right_shift(xv, shifts, out=digits)
+    digits.bitwise_and_(masks)
+    a = bufs.get("a", (bt, g, nc * mc, gr), engine.dtype)
+    a.view(digits.shape).copy_(digits)
+    sums = bufs.get("sums", (bt, g, nc * mc, d.packs * d.n), engine.dtype)
+    torch.matmul(a, planes, out=sums)
+    return sums
+
+
 def _row_bytes(c: CimConfig, d: Dims, engine: Engine, work: torch.dtype, xdtype: torch.dtype, t: Tables) -> int:
     """Bytes of scratch per row of M (all buffers of one chunk)."""
     es = torch.empty((), dtype=engine.dtype).element_size()
@@ -305,15 +329,8 @@ def _chunk(xi: Tensor, planes: Tensor, t: Tables, c: CimConfig, d: Dims, engine:
            shifts: Tensor, masks: Tensor, bufs: Buffers, generator: torch.Generator | None) -> Tensor:
     """One M-chunk: digits -> one batched GEMM -> column sums -> ADC epilogue -> exact reduction."""
     bt, mc, _ = xi.shape
-    g, gr, nc, n = d.groups, d.group_rows, d.cycles, d.n
-    xv = xi.view(bt, mc, g, gr).permute(0, 2, 1, 3).unsqueeze(2)  # (Bt, G, 1, Mc, gr)
-    digits = bufs.get("digits", (bt, g, nc, mc, gr), xi.dtype)
-    torch.bitwise_right_shift(xv, shifts, out=digits)
-    digits.bitwise_and_(masks)
-    a = bufs.get("a", (bt, g, nc * mc, gr), engine.dtype)
-    a.view(digits.shape).copy_(digits)
-    sums = bufs.get("sums", (bt, g, nc * mc, d.packs * n), engine.dtype)
-    torch.matmul(a, planes, out=sums)
+    g, nc, n = d.groups, d.cycles, d.n
+    sums = column_sums(xi, planes, d, engine, shifts, masks, bufs)
     u = bufs.get("u", (bt, g, nc, mc, d.fields, d.packs, n), work)
     _unpack(sums, u, engine, bufs)
     rows = u.view(bt * g, nc, mc, d.slots * n)  # tables broadcast over whole contiguous rows

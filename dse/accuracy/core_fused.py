@@ -1,0 +1,228 @@
+"""Fused CPU path of the bit-plane simulator: numba kernels instead of whole-tensor torch passes.
+
+:func:`simulate_fused` computes what ``core_planes.simulate_planes`` computes (bit for bit without
+noise; the same distribution with noise, from a different random stream), with one pass per output
+element: the ADC epilogue (scale, noise, clamp, round, votes, hybrid cycles, shift-add, sum over
+groups) runs on an L1-sized scratch per (row, group), and only the (M, N) output reaches memory.
+Column sums come either from AND + popcount of packed bit planes inside the same kernel
+(``"popcount"``: no intermediate at all) or from the torch bit-plane GEMM (``"gemm"``: the packed
+sums of one M-chunk, then the kernel). Kernels: ``core_kernels``, compiled on first use and cached
+by numba (``cache=True``: about 10-20 s per kernel and dtype once per machine, then ~1 s to load).
+
+Which path runs (:func:`kernel_for`): environment variable ``CIM_DSE_KERNEL`` = ``auto`` (default),
+``torch`` (always the torch epilogue), ``popcount`` or ``gemm``; ``auto`` takes ``gemm`` on CPUs with
+AMX (bf16 GEMM far faster than popcounts), ``popcount`` on other CPUs, and the torch path for CUDA
+tensors or when numba cannot be imported.
+
+Noise: one 64-bit key per call is drawn from the caller's generator (``torch.randint``); every
+normal is a pure function of (key, global row, group, column, conversion), so results do not depend
+on threads, blocks or M-chunking (see ``core_kernels``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from functools import cache
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dse.accuracy import core_planes
+from dse.accuracy.core_planes import Buffers, Dims, chunk_rows, column_sums, exact_ratio, weight_planes, work_dtype
+
+if TYPE_CHECKING:
+    from dse.accuracy.core import CimConfig
+
+KERNELS = ("auto", "torch", "popcount", "gemm")
+ENV = "CIM_DSE_KERNEL"
+
+
+@cache
+def kernels() -> ModuleType | None:
+    """The numba kernel module, or None when numba is missing or broken."""
+    try:
+        from dse.accuracy import core_kernels
+    except Exception:  # ImportError, or numba failing to initialise on this platform
+        return None
+    return core_kernels
+
+
+def kernel_for(device: torch.device) -> str:
+    """``torch``, ``popcount`` or ``gemm``: the path for operands on ``device`` (module docstring)."""
+    choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if choice not in KERNELS:
+        raise ValueError(f"{ENV}={choice!r}: must be one of {', '.join(KERNELS)}")
+    if choice == "torch" or device.type != "cpu" or kernels() is None:
+        return "torch"
+    if choice == "auto":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return "gemm" if amx and torch.get_float32_matmul_precision() == "highest" else "popcount"
+    return choice
+
+
+class Tables:
+    """Per (input cycle, weight bit) constants of the kernels' epilogue (see ``core_kernels._epilogue``)."""
+
+    def __init__(self, c: CimConfig, work: torch.dtype):
+        cycles = c.cycles
+        nc, wb = len(cycles), c.weight_bits
+        levels = 2**c.adc_bits - 1
+        top = wb + nc - 2
+        wd = np.float32 if work == torch.float32 else np.float64
+        self.kinds = np.zeros((nc, wb), np.int8)
+        self.slots = np.zeros((nc, wb), np.int64)
+        self.scale = np.zeros(nc, wd)
+        self.den = np.zeros(nc, wd)
+        self.lev = np.zeros((nc, 2), np.float64)
+        self.wts = np.array([-(2.0**i) if i == wb - 1 else 2.0**i for i in range(wb)], wd)
+        self.votes = c.votes
+        nslots = 0
+        ratios = set()
+        for j, cy in enumerate(cycles):
+            fs = (2**cy.width - 1) * c.rows
+            ratios.add(fs)
+            sign = -1.0 if cy.negative else 1.0
+            self.lev[j] = (2.0**cy.shift * (2**cy.width - 1) * sign, 2.0**cy.shift * sign)
+            self.scale[j], self.den[j] = levels / fs, fs
+            for i in range(wb):
+                digital = i + j > top - c.hybrid_levels
+                if digital and c.semantics == "default":
+                    continue  # kind 0: exact
+                if digital or not c.noisy:
+                    self.kinds[j, i] = 1
+                elif c.votes > 1 and i + j > top - c.voting_levels:
+                    self.kinds[j, i], self.slots[j, i] = 3, nslots
+                    nslots += c.votes
+                else:
+                    self.kinds[j, i], self.slots[j, i] = 2, nslots
+                    nslots += 1
+        if not all(exact_ratio(levels, fs, work) for fs in ratios):  # two steps, as the torch path
+            self.scale[:] = levels
+        else:
+            self.den[:] = 0
+        self.nslots = nslots
+        s_nl = c.nonlinear_sigma_pct / 100.0 * levels
+        self.fp = np.array([levels, c.noise_lsb, s_nl, c.rows / levels, 1.0], wd)
+        self.levels, self.rows = float(levels), float(c.rows)
+
+    def args(self) -> tuple:
+        """The kernels' table arguments, in order (between the operands and key, rows, levels, out)."""
+        return (self.kinds, self.slots, self.nslots, self.wts, self.scale, self.den, self.lev, self.fp, self.votes)
+
+
+def _key(tables: Tables, generator: torch.Generator | None) -> np.uint64:
+    """The call's noise key (one draw from the generator; none when nothing is noisy)."""
+    if not tables.nslots:
+        return np.uint64(0)
+    return np.uint64(int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item()))
+
+
+def _threads() -> None:
+    """Run numba's kernels on as many threads as torch uses (results do not depend on it)."""
+    import numba
+
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _integral(xc: Tensor) -> None:
+    """Raise unless a float chunk of x holds integers."""
+    if xc.is_floating_point() and bool((xc != torch.trunc(xc)).any()):
+        raise ValueError("cim_matmul: x_codes must hold integer codes")
+
+
+def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
+                   generator: torch.Generator | None, kernel: str) -> Tensor:
+    """(Bt, M, K) @ (Bt, K, N) through the macro with the numba kernels; float32 (Bt, M, N)."""
+    mod = kernels()
+    assert mod is not None and kernel in ("popcount", "gemm")
+    _threads()
+    tables = Tables(c, work_dtype(c, group_rows))
+    key = _key(tables, generator)
+    if kernel == "popcount":
+        return _popcount(mod, x, w, c, group_rows, groups, keep, tables, key)
+    return _gemm(mod, x, w, c, group_rows, groups, keep, tables, key)
+
+
+def _popcount(mod: ModuleType, x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
+              tables: Tables, key: np.uint64) -> Tensor:
+    """Fully fused: packed bit planes, AND + popcount, epilogue; the x bytes of one chunk as scratch."""
+    bt, m, _ = x.shape
+    n = w.shape[-1]
+    words = math.ceil(group_rows / 64)
+    padded = words * 64
+    wpad = torch.zeros(bt, groups, padded, n, dtype=torch.int64)
+    wk = w[:, :keep].to(torch.int64) & (2**c.weight_bits - 1)
+    for g in range(groups):
+        lo, hi = g * group_rows, min(keep, (g + 1) * group_rows)
+        if hi > lo:
+            wpad[:, g, : hi - lo] = wk[:, lo:hi]
+    wbits = np.empty((bt, groups, words, c.weight_bits * n), np.uint64)
+    mod.pack_weights(wpad.numpy(), c.weight_bits, wbits)
+    del wpad, wk
+    planes = math.ceil(c.input_bits / 8)
+    cyc = np.array([(cy.shift, cy.width) for cy in c.cycles], np.int64)
+    row_bytes = bt * (planes * groups * padded + keep * (x.element_size() + 4) + n * 4)
+    rows = chunk_rows(m, row_bytes, c.memory_budget_bytes)
+    out = torch.empty(bt, m, n)
+    for s in range(0, m, rows):
+        xc = x[:, s : s + rows, :keep]
+        _integral(xc)
+        mc = xc.shape[1]
+        xb = torch.zeros(bt, mc, planes, groups, padded, dtype=torch.uint8)
+        if planes == 1 and not c.signed_inputs:
+            parts = [xc]
+        else:
+            xi = xc.to(torch.int32) & (2**c.input_bits - 1)  # two's-complement low bits
+            parts = [(xi >> (8 * p)) & 255 for p in range(planes)]
+        for p, part in enumerate(parts):
+            for g in range(groups):
+                lo, hi = g * group_rows, min(keep, (g + 1) * group_rows)
+                if hi > lo:
+                    xb[:, :, p, g, : hi - lo] = part[:, :, lo:hi]
+        xq = xb.numpy().view(np.uint64)
+        part = np.empty((bt, mc, n), np.float32)  # C-contiguous: one compiled layout
+        mod.fused_popcount(xq, wbits, c.input_bits, cyc, s, m, *tables.args(), key, tables.rows, tables.levels, part)
+        out[:, s : s + mc] = torch.from_numpy(part)
+    return out
+
+
+def _gemm(mod: ModuleType, x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
+          tables: Tables, key: np.uint64) -> Tensor:
+    """The torch bit-plane GEMM per M-chunk, then the fused epilogue on its packed sums."""
+    bt, m, _ = x.shape
+    cycles = c.cycles
+    max_sum = (2 ** max(cy.width for cy in cycles) - 1) * group_rows
+    engine = core_planes.choose_engine(x.device, max_sum, c.weight_bits, False)  # padding planes cost no normals here
+    packs = math.ceil(c.weight_bits / engine.fields)
+    d = Dims(bt, groups, group_rows, len(cycles), w.shape[-1], c.weight_bits, packs, engine.fields)
+    planes = weight_planes(w[:, :keep], d, engine)
+    xdtype = torch.uint8 if c.input_bits <= 8 else torch.int32
+    shifts = torch.tensor([cy.shift for cy in cycles], dtype=xdtype).reshape(1, 1, -1, 1, 1)
+    masks = torch.tensor([2**cy.width - 1 for cy in cycles], dtype=xdtype).reshape(1, 1, -1, 1, 1)
+    es = torch.empty((), dtype=engine.dtype).element_size()
+    kp = groups * group_rows
+    xs = torch.empty((), dtype=xdtype).element_size()
+    row_bytes = bt * (kp * xs * (1 + d.cycles) + d.cycles * kp * es + groups * d.cycles * packs * d.n * es)
+    rows = chunk_rows(m, row_bytes, c.memory_budget_bytes)
+    bufs = Buffers(x.device)
+    out = torch.empty(bt, m, d.n)
+    for s in range(0, m, rows):
+        xc = x[:, s : s + rows, :keep]
+        _integral(xc)
+        mc = xc.shape[1]
+        xi = bufs.get("x", (bt, mc, kp), xdtype)
+        if keep < kp:
+            xi[..., keep:] = 0
+        xi[..., :keep] = (xc.to(torch.int32) & (2**c.input_bits - 1)) if c.signed_inputs else xc
+        sums = column_sums(xi, planes, d, engine, shifts, masks, bufs)
+        sn = sums.float() if engine.dtype == torch.bfloat16 else sums  # numpy has no bfloat16
+        view = sn.numpy().reshape(bt, groups, d.cycles, mc, packs * d.n)
+        part = np.empty((bt, mc, d.n), np.float32)
+        mod.fused_gemm(view, engine.fields, engine.field_bits, c.weight_bits, s, m, *tables.args(), key,
+                       tables.rows, tables.levels, part)
+        out[:, s : s + mc] = torch.from_numpy(part)
+    return out
