@@ -55,6 +55,17 @@ def test_resolution_order_and_field_fallback(resnet):
     assert spec.precision_of(fc) == Precision(W=8, I=8, O=8)
 
 
+def test_weight_diagonal_option(resnet):
+    conv1, fc = resnet.layers[0], resnet.layers[-1]
+    assert load_mapping(ROOT / "mapping" / "default.yaml").resolve(conv1).weight_diagonal is False  # ZigZag's default
+    shipped = load_mapping(ROOT / "mapping" / "weight_diagonal.yaml")
+    check_mapping(shipped, resnet, load_accelerator(ROOT / "hardware" / "dimc_template.yaml"))
+    assert shipped.resolve(conv1).weight_diagonal is True
+    spec = mapping_from_data([{"name": "default", "weight_diagonal": True}, {"name": "Gemm", "weight_diagonal": False}])
+    assert (spec.resolve(conv1).weight_diagonal, spec.resolve(fc).weight_diagonal) == (True, False)
+    assert spec.resolve(fc).sources["weight_diagonal"] == "Gemm"
+
+
 def test_precision_overrides_apply_to_the_workload(resnet):
     spec = mapping_from_data([{"name": "default"}, {"name": "Gemm", "precision": {"W": 4, "I": 4, "O": 16}}])
     narrowed = resnet.with_precisions(spec.precision_of)
@@ -89,6 +100,8 @@ BAD = [
      "m.yaml: [0:default].memory_operand_links.W = 'I3': expected 'I1', 'I2' or 'O'"),
     ("bad precision", [{"name": "default", "precision": {"W": 0}}], "m.yaml: [0:default].precision.W = 0: must be >= 1"),
     ("entry not a mapping", ["default"], "m.yaml: [0]: expected a mapping of fields, found a str"),
+    ("bad weight_diagonal", [{"name": "default", "weight_diagonal": "sometimes"}],
+     "m.yaml: [0:default].weight_diagonal = 'sometimes': "),
 ]
 
 

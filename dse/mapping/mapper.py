@@ -3,7 +3,9 @@
 The objective is a function of the action counts handed in by the caller (the cost model prices
 them), so the mapper knows nothing about energies. Spatial candidates come from the mapping file's
 fixed unrollings and hints; the ``keep`` with the fewest temporal iterations are searched in full,
-best first, skipping those whose lower bound cannot beat the best mapping found. For each, the
+best first, skipping those whose lower bound cannot beat the best mapping found (with the mapping
+file's ``weight_diagonal``, the ``keep`` best with it and the ``keep`` best without it, so the
+option can only lower a layer's objective). For each spatial mapping, the
 temporal loops are split into prime factors (so a memory level can hold part of a loop) and every
 distinct order of the factors is tried, unless the mapping file fixes the order: all the orders of
 a spatial mapping are counted and scored at once, as numpy arrays over the orders, with the same
@@ -140,7 +142,14 @@ def search(
     hints = dict(DEFAULT_HINTS)
     if resolved.spatial_mapping_hint:
         hints.update(resolved.spatial_mapping_hint)
-    spatial_all = candidates(layer, acc.macro, resolved.spatial_mapping, hints, settings.divisors_only)
+    keep = settings.keep_spatial
+    spatial_all = candidates(layer, acc.macro, resolved.spatial_mapping, hints, settings.divisors_only,
+                             resolved.weight_diagonal)
+    searched = best_candidates(layer, acc.macro, spatial_all, keep)
+    if resolved.weight_diagonal:  # also the mappings searched without the option: it can only lower the objective
+        plain = candidates(layer, acc.macro, resolved.spatial_mapping, hints, settings.divisors_only)
+        searched = best_candidates(layer, acc.macro, [*best_candidates(layer, acc.macro, plain, keep), *searched],
+                                   2 * keep)
     if not spatial_all:
         caps = capacities(acc.macro)
         raise InputError(
@@ -149,7 +158,7 @@ def search(
             f"({caps['D1']} columns, {caps['D2']} rows, {caps['D3']} macros)",
         )
     best: tuple[tuple, ActionCounter, tuple[tuple[str, int], ...]] | None = None
-    for spatial in best_candidates(layer, acc.macro, spatial_all, settings.keep_spatial):
+    for spatial in searched:
         sizes = temporal_sizes(layer, spatial)
         if bound is not None and best is not None and best[0][0] < bound(spatial, sizes):
             continue  # no order of this spatial mapping can beat the best one found
@@ -184,6 +193,8 @@ def clear_caches() -> None:
     _permutations.cache_clear()
     spatial_module._factors.cache_clear()
     spatial_module._best_options.cache_clear()
+    spatial_module._diagonal_options.cache_clear()
+    spatial_module.span.cache_clear()
 
 
 def search_cached(layer: Layer, acc: Accelerator, resolved: ResolvedMapping,
@@ -197,7 +208,8 @@ def search_cached(layer: Layer, acc: Accelerator, resolved: ResolvedMapping,
     with the same shape are reused whatever its name.
     """
     key = (shape_key(layer), acc, repr((resolved.memory_operand_links, resolved.spatial_mapping,
-                                        resolved.spatial_mapping_hint, resolved.temporal_ordering)),
+                                        resolved.spatial_mapping_hint, resolved.temporal_ordering,
+                                        resolved.weight_diagonal)),
            objective_key, settings)
     hit = _CACHE.get(key)
     if hit is None:

@@ -98,6 +98,10 @@ class MappingEntry:
     temporal_ordering: tuple[TemporalLoop, ...] | None = Field(
         None, description="loop order, innermost first: [[OX, 112], [OY, '*']]; '*' = the remainder"
     )
+    weight_diagonal: bool | None = Field(
+        None, description="also unroll OX/OY over the columns beside FX/FY on the rows, the columns sharing input "
+        "rows along the diagonal (each column stores its own shifted copy of the weights); default false, as ZigZag-IMC"
+    )
     precision: PrecisionOverride | None = Field(None, description="operand precision overrides, bits")
     activity: ActivityOverride | None = Field(None, description="switching activity overrides")
 
@@ -113,10 +117,11 @@ class ResolvedMapping:
     precision: PrecisionOverride | None
     activity: ActivityOverride | None
     sources: dict[str, str] = field(default_factory=dict)  # field -> entry name it came from
+    weight_diagonal: bool = False
 
 
 _FIELDS = ("memory_operand_links", "spatial_mapping", "spatial_mapping_hint", "temporal_ordering",
-           "precision", "activity")
+           "weight_diagonal", "precision", "activity")
 
 
 @plain_dataclass(frozen=True)
@@ -151,6 +156,7 @@ class MappingSpec:
             precision=chosen.get("precision"),
             activity=chosen.get("activity"),
             sources=sources,
+            weight_diagonal=bool(chosen.get("weight_diagonal", False)),
         )
 
     def precision_of(self, layer: Layer) -> Precision:

@@ -9,6 +9,17 @@ Weights always sit lowest in the macro's cells: with one weight per cell group, 
 weights do not depend on (B, OX, OY) can turn inside the cells, which is what weight-stationary
 means.
 
+The spatial mapping fixes each level's instances and the tile each one serves (its served array
+dims' unrollings). Two rules follow the array's layout (``dse.mapping.spatial``): an input level
+that serves the columns but not the rows (a register per row) holds that row's one input, since the
+columns' input-relevant unrollings (G, B, OX, block-diagonal or weight-diagonal) already have rows
+of their own; and the cells count the ones holding weights, columns x the D2 product, so a weight
+tile replicated over OX (or B) columns is written once per column, from one read above. Every
+iteration the array reads one input per used row from the lowest input level and reads and writes
+a partial sum per used column at the lowest output level; those bits, like every move between
+levels, take port cycles (bits / (instances x word_bits x ports)), and the busiest level bounds the
+latency: the stall cycles are its excess over the compute cycles.
+
 The result is an :class:`ActionCounts`: accesses per memory level and operand, weights written into
 the cells, macro activations, cycles. It is the seam to the cost model, which prices the actions.
 """
@@ -68,8 +79,14 @@ class ActionCounts:
 
     @property
     def spatial_utilization(self) -> float:
-        """Useful MACs per cycle over the array's peak, averaged over the layer."""
+        """Useful MACs per cycle over the array's peak (rows x columns x macros), averaged over the layer."""
         return self.macs / (self.temporal_iterations * self.peak_macs_per_iteration)
+
+    @property
+    def array_occupancy(self) -> float:
+        """Array positions the mapping occupies (used rows x columns x macros) over the array's: above the
+        utilization where rows hold zero weights (block-diagonal and diagonal layouts) or loops do not divide."""
+        return self.rows_mapped * self.columns_mapped * self.macros_used / self.peak_macs_per_iteration
 
 
 class BatchTraffic(NamedTuple):
@@ -125,6 +142,15 @@ def operand_levels(acc: Accelerator, links: dict[str, str]) -> dict[str, list[_L
                     shared_port=ports.read == 0 or ports.write == 0,
                 ))
     return out
+
+
+def port_cycles(level: _Level, read_bits: float | np.ndarray, write_bits: float | np.ndarray,
+                instances: int) -> float | np.ndarray:
+    """Cycles the ports of each of ``instances`` copies of ``level`` need to move these bits (on floats or arrays)."""
+    if level.shared_port:
+        return (read_bits + write_bits) / (instances * level.read_bits_per_cycle)
+    return np.maximum(read_bits / (instances * level.read_bits_per_cycle),
+                      write_bits / (instances * level.write_bits_per_cycle))
 
 
 def psum_bits(layer: Layer) -> int:
@@ -197,11 +223,17 @@ class ActionCounter:
             for level in levels:
                 vec = [1] * 8
                 for array_dim in ARRAY:
-                    if array_dim in level.served:
+                    # an input level per row (serving the columns, not the rows) holds that row's one input:
+                    # the columns' input-relevant unrollings are already rows of their own
+                    if array_dim in level.served and not (operand == "I" and array_dim == "D1"
+                                                          and "D2" not in level.served):
                         for d, s in spatial.on(array_dim):
                             vec[DIM_INDEX[d]] *= s
                 bases.append(tuple(vec))
-                counts.append(product(spatial.used(a) for a in ARRAY if a not in level.served))
+                if level.name == CELLS:  # the cells holding weights: each column's D2 product
+                    counts.append(spatial.used("D1") * spatial.weight_rows * spatial.used("D3"))
+                else:
+                    counts.append(product(spatial.used(a) for a in ARRAY if a not in level.served))
             self.chains[operand] = _Chain(tuple(levels), tuple(bases), tuple(counts))
         caps = capacities(acc.macro)
         self.peak = caps["D1"] * caps["D2"] * caps["D3"]
@@ -290,15 +322,16 @@ class ActionCounter:
                         weight_load = max(weight_load, cycles)
                     transfer[level.name] = transfer.get(level.name, 0.0) + cycles
 
-            # the array reads inputs from the lowest input level and writes partial sums into the lowest output level
+            # the array reads inputs from the lowest input level and writes partial sums into the lowest output
+            # level, every iteration: through that level's ports too
             lowest = levels[0]
             if operand in ("I", "O") and lowest.name != CELLS:
                 per_iteration = fp(operand, list(chain.base[0])) * chain.instances[0] * word
                 moved_bits = total * per_iteration
-                if operand == "I":
-                    traffic.append(LevelTraffic(lowest.name, "I", moved_bits, 0.0, chain.instances[0]))
-                else:
-                    traffic.append(LevelTraffic(lowest.name, "O", moved_bits, moved_bits, chain.instances[0]))
+                written_bits = moved_bits if operand == "O" else 0.0
+                traffic.append(LevelTraffic(lowest.name, operand, moved_bits, written_bits, chain.instances[0]))
+                feed = float(port_cycles(lowest, moved_bits, written_bits, chain.instances[0]))
+                transfer[lowest.name] = transfer.get(lowest.name, 0.0) + feed
 
         compute = total * macro.cycles_per_mac
         # A level's ports serve all the operands it holds: the busiest level bounds the layer. Weights
@@ -423,10 +456,10 @@ class ActionCounter:
             if operand in ("I", "O") and lowest.name != CELLS:
                 per_iteration = fp(operand, list(chain.base[0])) * chain.instances[0] * word
                 moved_bits = np.full(count, float(total * per_iteration))
-                if operand == "I":
-                    traffic.append(BatchTraffic(lowest.name, "I", moved_bits, np.zeros(count)))
-                else:
-                    traffic.append(BatchTraffic(lowest.name, "O", moved_bits, moved_bits))
+                written_bits = moved_bits if operand == "O" else np.zeros(count)
+                traffic.append(BatchTraffic(lowest.name, operand, moved_bits, written_bits))
+                feed = port_cycles(lowest, moved_bits, written_bits, chain.instances[0])
+                transfer[lowest.name] = transfer.get(lowest.name, 0.0) + feed
 
         compute = total * macro.cycles_per_mac
         if macro.cells_per_group > 1:
