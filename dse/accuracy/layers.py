@@ -23,6 +23,15 @@ Convolutions are lowered to matmuls by unfolding. Rows are grouped by whole kern
 fits in a conversion (floor(rows / k^2) input channels per group, as ASiM and a C x FY x FX row
 unrolling do); each group is padded with zero rows to the nominal ``rows``, which changes no sum.
 Grouped and depthwise convolutions run as one batched matmul over the groups.
+
+Digital CiM and PAC (PACiM). ``macro_kind`` records the macro a layer was converted for ("digital": exact
+adder trees, ``adc_bits`` None). With ``pac`` set (a :class:`~dse.accuracy.pac.PacConfig`, from the macro's
+``accuracy.pac_operand`` or an override) ``simulate`` runs :func:`~dse.accuracy.pac.pac_matmul` over the
+layer's receptive field N (C_in*k*k, or in_features) instead; ``pac_exact_cycles / pac_outputs`` is the
+mean number of exact cycles per output pixel so far (dynamic mode). Layers marked ``digital`` (stem,
+classifier) never use PAC. ``asymmetric`` layers (Conv2d, Linear) use UINT codes with zero points
+(:mod:`dse.accuracy.quant`): the macro multiplies the UINT codes (plain binary planes, exact cycles only)
+and the zero-point terms are added digitally; in ``train`` and ``inference`` the centred codes multiply.
 """
 
 from __future__ import annotations
@@ -36,7 +45,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dse.accuracy.core import CimConfig, cim_matmul
-from dse.accuracy.quant import ActivationQuantizer, quantize_weight, round_ste, weight_levels
+from dse.accuracy.pac import PacConfig, pac_matmul
+from dse.accuracy.quant import (
+    ActivationQuantizer,
+    asymmetric_weight_scale,
+    quantize_weight,
+    quantize_weight_asymmetric,
+    round_ste,
+    weight_levels,
+)
 
 Mode = Literal["float", "train", "inference", "simulate"]
 MODES: tuple[str, ...] = ("float", "train", "inference", "simulate")
@@ -48,7 +65,7 @@ class CimLayer(nn.Module):
     """What every CiM layer shares: config, mode, activation quantiser(s), noise options, generator."""
 
     def __init__(self, config: CimConfig, *, name: str = "", per_channel: bool = False,
-                 calibration: str = "max", pact: bool = False):
+                 calibration: str = "max", pact: bool = False, asymmetric: bool = False):
         super().__init__()
         self.config = config
         self.name = name
@@ -58,24 +75,69 @@ class CimLayer(nn.Module):
         self.macro_noise = False
         self.digital = False  # computed exactly off the analog array (stem, classifier)
         self.generator: torch.Generator | None = None
-        self.act = ActivationQuantizer(config.input_bits, calibration=calibration, pact=pact)
+        self.macro_kind: str | None = None  # "analog" or "digital": the macro the layer was converted for
+        self.pac: PacConfig | None = None
+        self.pac_exact_cycles, self.pac_outputs = 0.0, 0  # running totals of the simulated PAC outputs
+        self.asymmetric = asymmetric
+        self.act = ActivationQuantizer(config.input_bits, calibration=calibration, pact=pact, asymmetric=asymmetric)
         # device variation in code units (see the module docstring); not saved in the state dict
         self.register_buffer("weight_delta", None, persistent=False)
 
     def _weight_codes(self) -> tuple[Tensor, Tensor]:
         """Weight codes and step, plus ``weight_delta`` when set (integer again where the bit-wise core runs)."""
-        codes, step = quantize_weight(self.weight, self.config.weight_bits, self.per_channel)
+        bits = self.config.weight_bits
+        if self.asymmetric:
+            codes, step, _ = quantize_weight_asymmetric(self.weight, bits, self.per_channel)
+            lo, hi = 0, 2**bits - 1
+        else:
+            codes, step = quantize_weight(self.weight, bits, self.per_channel)
+            lo, hi = -weight_levels(bits), weight_levels(bits)
         if self.weight_delta is not None:
             codes = codes + self.weight_delta
             if self.mode == "simulate" or (self.mode == "train" and self.macro_noise):
-                n = weight_levels(self.config.weight_bits)
-                codes = torch.clamp(round_ste(codes), -n, n)
+                codes = torch.clamp(round_ste(codes), lo, hi)
         return codes, step
+
+    def _weight_zero(self) -> Tensor:
+        """Weight zero points, one per output channel (per-channel) or one: 0 for symmetric codes."""
+        if not self.asymmetric:
+            return torch.zeros(1, device=self.weight.device)
+        return asymmetric_weight_scale(self.weight, self.config.weight_bits, self.per_channel)[1].reshape(-1)
+
+    def _macro_matmul(self, x: Tensor, w: Tensor, config: CimConfig, fan_in: int,
+                      w_zero: Tensor | None = None) -> Tensor:
+        """What the macro returns for codes ``x @ w``: cim_matmul, or PAC when set; UINT codes de-quantised.
+
+        ``fan_in``: the receptive field N (rows of zero padding in x and w excluded); ``w_zero``: weight zero
+        points broadcasting against the (..., M, N) output (asymmetric layers).
+        """
+        pac = None if self.digital else self.pac
+        if pac is None and not self.asymmetric:
+            return cim_matmul(x, w, config, generator=self.generator)
+        if pac is not None:
+            result = pac_matmul(x, w, pac, config, fan_in=fan_in, signed_weights=not self.asymmetric,
+                                generator=self.generator)
+            self.pac_exact_cycles += float(result.exact_cycles.sum())
+            self.pac_outputs += result.exact_cycles.numel()
+            y = result.out
+        else:
+            if not config.lossless:
+                raise ValueError(f"{self.name or 'layer'}: asymmetric (UINT) weights need exact cycles (a digital "
+                                 "macro): the analog core stores two's-complement weight planes")
+            y = cim_matmul(x, w, replace(config, weight_bits=config.weight_bits + 1))  # UINT codes fit W+1 bits
+        if not self.asymmetric:
+            return y
+        zx = self.act.zero_point().double()
+        zw = (x.new_zeros(()) if w_zero is None else w_zero).to(torch.float64)
+        terms = zw * x.sum(-1, keepdim=True, dtype=torch.float64) + zx * w.sum(-2, keepdim=True, dtype=torch.float64)
+        return (y.double() - terms + fan_in * zx * zw).float()
 
     def extra_repr(self) -> str:
         c = self.config
         adc = "lossless" if c.adc_bits is None else f"adc={c.adc_bits}"
-        return f"name={self.name!r}, mode={self.mode}, W{c.weight_bits}A{c.input_bits}, rows={c.rows}, {adc}"
+        extra = (f", pac={self.pac.operand}{' dynamic' if self.pac.dynamic else ''}" if self.pac else "") + (
+            ", asymmetric" if self.asymmetric else "")
+        return f"name={self.name!r}, mode={self.mode}, W{c.weight_bits}A{c.input_bits}, rows={c.rows}, {adc}{extra}"
 
     def _config(self) -> CimConfig:
         signed = self.act.signed
@@ -127,7 +189,13 @@ class CimConv2d(CimLayer):
         x_codes = self.act.codes(x)
         w_codes, w_step = self._weight_codes()
         x_codes, pad = self._padding(x_codes)
-        exact = F.conv2d(x_codes, w_codes, None, self.stride, pad, self.dilation, self.groups)
+        if self.asymmetric:  # pad with the code of real zero; the exact result multiplies centred codes
+            zx = self.act.zero_point()
+            x_codes, pad = F.pad(x_codes, (pad[1], pad[1], pad[0], pad[0]), value=float(zx)), (0, 0)
+            exact = F.conv2d(x_codes - zx, w_codes - self._weight_zero().reshape(-1, 1, 1, 1), None, self.stride,
+                             pad, self.dilation, self.groups)
+        else:
+            exact = F.conv2d(x_codes, w_codes, None, self.stride, pad, self.dilation, self.groups)
         y = self._integer(exact, lambda: self._simulate(x_codes.detach(), w_codes.detach(), pad, exact.shape))
         y = y * (self.act.step() * w_step.reshape(1, -1, 1, 1))
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
@@ -143,6 +211,8 @@ class CimConv2d(CimLayer):
         w = w_codes.reshape(groups, out_ch // groups, cg * kk).transpose(1, 2)  # (G, Cg*kk, Kg)
         w = self._arrange_rows(w, cg, kk, per_group, config.rows, dim=1)
         positions = out_h * out_w
+        w_zero = self._weight_zero()
+        w_zero = w_zero.reshape(groups, 1, -1) if w_zero.numel() > 1 else w_zero.reshape(())
         row_bytes = cg * groups * kk * positions * 4
         chunk = max(1, min(batch, UNFOLD_BUDGET_BYTES // max(row_bytes, 1)))
         outs = []
@@ -152,7 +222,7 @@ class CimConv2d(CimLayer):
             b = xb.shape[0]
             cols = cols.reshape(b, groups, cg * kk, positions).permute(1, 0, 3, 2).reshape(groups, b * positions, -1)
             cols = self._arrange_rows(cols, cg, kk, per_group, config.rows, dim=2)
-            y = cim_matmul(cols, w, config, generator=self.generator)  # (G, b*L, Kg)
+            y = self._macro_matmul(cols, w, config, cg * kk, w_zero)  # (G, b*L, Kg)
             outs.append(y.reshape(groups, b, positions, -1).permute(1, 0, 3, 2).reshape(b, out_ch, out_h, out_w))
         return torch.cat(outs)
 
@@ -182,13 +252,15 @@ class CimLinear(CimLayer):
             return F.linear(x, self.weight, self.bias)
         x_codes = self.act.codes(x)
         w_codes, w_step = self._weight_codes()
-        exact = F.linear(x_codes, w_codes)
+        w_zero = self._weight_zero()
+        exact = F.linear(x_codes - self.act.zero_point(), w_codes - w_zero.reshape(-1, 1)) if self.asymmetric \
+            else F.linear(x_codes, w_codes)
         lead = x_codes.shape[:-1]
 
         def simulate() -> Tensor:
             flat = x_codes.detach().reshape(-1, x_codes.shape[-1])
-            return cim_matmul(flat, w_codes.detach().t(), self._config(), generator=self.generator).reshape(
-                *lead, -1)
+            return self._macro_matmul(flat, w_codes.detach().t(), self._config(), flat.shape[-1],
+                                      w_zero.reshape(1, -1)).reshape(*lead, -1)
 
         y = self._integer(exact, simulate) * (self.act.step() * w_step.reshape(-1))
         return y if self.bias is None else y + self.bias
@@ -213,7 +285,7 @@ class CimMatMul(CimLayer):
         exact = a_codes @ b_codes
 
         def simulate() -> Tensor:
-            return cim_matmul(a_codes.detach(), b_codes.detach(), self._config(), generator=self.generator)
+            return self._macro_matmul(a_codes.detach(), b_codes.detach(), self._config(), a_codes.shape[-1])
 
         return self._integer(exact, simulate) * (self.act.step() * self.stored.step())
 
@@ -221,6 +293,11 @@ class CimMatMul(CimLayer):
 def cim_layers(model: nn.Module) -> list[CimLayer]:
     """The CiM layers of a model, in module order."""
     return [m for m in model.modules() if isinstance(m, CimLayer)]
+
+
+def pac_exact_cycles(model: nn.Module) -> dict[str, float]:
+    """Mean exact cycles per output pixel of each PAC layer simulated so far (for the cost model's dynamic mode)."""
+    return {layer.name: layer.pac_exact_cycles / layer.pac_outputs for layer in cim_layers(model) if layer.pac_outputs}
 
 
 def set_mode(model: nn.Module, mode: Mode) -> nn.Module:

@@ -8,6 +8,18 @@ accuracy does not depend on the test batch size; and weights may be quantised pe
 
 Codes follow ASiM's symmetric scheme: W-bit weights use -(2^(W-1)-1)..2^(W-1)-1, unsigned X-bit
 activations 0..2^X-1, signed ones -(2^(X-1)-1)..2^(X-1)-1. Rounding is half-to-even (torch.round).
+
+Asymmetric option (PACiM's "fake UINT" framework, reference section 1.2): weights and activations become
+unsigned codes ``q`` in 0..2^bits-1 with an integer zero point ``z``, ``value ~ (q - z) * step``, over the
+range [min, max] stretched to include 0 (so real zero, and zero padding, is the exact code ``z``). A macro
+then multiplies plain-binary UINT planes, and the dot product is de-quantised with the offset algebra
+
+    sum (q_x - z_x)(q_w - z_w) = sum q_x q_w - z_w sum q_x - z_x sum q_w + N z_x z_w
+
+(N = the receptive field): the macro computes the first term, the rest is digital. This is PACiM's
+``s_x s_w sum(q_x q_w) + b_x sum(w_fq) + b_w sum(x_fq) - N b_x b_w`` with the offsets ``b = -z * step``
+rounded to a code (PACiM keeps b = min unrounded and pads with the nearest code of zero instead). The
+range is calibrated once like the symmetric clip (PACiM's is per batch).
 """
 
 from __future__ import annotations
@@ -68,6 +80,29 @@ def quantize_weight(weight: Tensor, bits: int, per_channel: bool = False) -> tup
     return torch.clamp(round_ste(weight / step), -n, n), step
 
 
+def asymmetric_weight_scale(weight: Tensor, bits: int, per_channel: bool) -> tuple[Tensor, Tensor]:
+    """Step and integer zero point of UINT weight codes over [min(W, 0), max(W, 0)], per channel or tensor.
+
+    Both shaped to broadcast against ``weight``, detached.
+    """
+    w = weight.detach()
+    if per_channel:
+        flat = w.reshape(w.shape[0], -1)
+        shape = (-1, *([1] * (w.dim() - 1)))
+        lo, hi = flat.amin(dim=1).reshape(shape), flat.amax(dim=1).reshape(shape)
+    else:
+        lo, hi = w.amin().reshape([1] * w.dim()), w.amax().reshape([1] * w.dim())
+    levels = 2**bits - 1
+    step = (hi.clamp_min(0) - lo.clamp_max(0)).clamp_min(EPS) / levels
+    return step, torch.clamp(torch.round(-lo.clamp_max(0) / step), 0, levels)
+
+
+def quantize_weight_asymmetric(weight: Tensor, bits: int, per_channel: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """UINT weight codes 0..2^bits-1 (STE gradient), step and zero point: ``weight ~ (codes - zero) * step``."""
+    step, zero = asymmetric_weight_scale(weight, bits, per_channel)
+    return torch.clamp(round_ste(weight / step) + zero, 0, 2**bits - 1), step, zero
+
+
 def fake_quantize_weight(weight: Tensor, bits: int, per_channel: bool = False) -> Tensor:
     """The weight as the macro stores it, in float: codes * step (trainable through the STE)."""
     codes, step = quantize_weight(weight, bits, per_channel)
@@ -82,11 +117,19 @@ class ActivationQuantizer(nn.Module):
     signed is decided from the calibration data (any negative value -> signed) unless fixed. The
     clip ``alpha`` is a buffer, or a parameter when ``pact=True`` (PACT: the gradient reaches alpha
     only from clipped elements, as in the anchors).
+
+    ``asymmetric=True``: UINT codes over [lower, alpha] with an integer zero point (module docstring);
+    calibration records the largest value and the smallest (buffer ``lower``, at most 0), codes are
+    always unsigned.
     """
 
     def __init__(self, bits: int = 8, *, signed: bool | None = None, calibration: Calibration = "max",
-                 percentile: float = 99.99, pact: bool = False):
+                 percentile: float = 99.99, pact: bool = False, asymmetric: bool = False):
         super().__init__()
+        self.asymmetric = asymmetric
+        if asymmetric:
+            signed = False
+            self.register_buffer("lower", torch.tensor(0.0))
         if calibration not in ("max", "percentile"):
             raise ValueError(f"calibration = {calibration!r}: expected 'max' or 'percentile'")
         self.bits = bits
@@ -108,18 +151,23 @@ class ActivationQuantizer(nn.Module):
 
     @property
     def calibrated(self) -> bool:
-        return bool(self.alpha.detach().item() > 0)
+        low = self.lower.item() if self.asymmetric else 0.0
+        return bool(self.alpha.detach().item() - low > 0)
 
     @property
     def levels(self) -> int:
         return activation_levels(self.bits, self.signed)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}, alpha={float(self.alpha.detach()):.4g}, pact={self.pact}"
+        text = f"bits={self.bits}, signed={self.signed}, alpha={float(self.alpha.detach()):.4g}, pact={self.pact}"
+        return text + (f", asymmetric, lower={float(self.lower):.4g}" if self.asymmetric else "")
 
     @torch.no_grad()
     def observe(self, x: Tensor) -> None:
         """Record one calibration batch: the clip becomes the largest max / percentile of |x| seen."""
+        if self.asymmetric:
+            self._observe_range(x)
+            return
         if self.signed_flag.item() == -1 or (self.signed_flag.item() == 0 and bool((x < 0).any())):
             self.signed_flag.fill_(int(bool((x < 0).any())))
         mag = x.detach().abs().flatten().float()
@@ -132,8 +180,33 @@ class ActivationQuantizer(nn.Module):
             value = torch.quantile(mag, self.percentile / 100.0)
         self.alpha.data.copy_(torch.maximum(self.alpha.detach(), value.to(self.alpha.device)))
 
+    def _observe_range(self, x: Tensor) -> None:
+        """Asymmetric calibration: the largest value and the smallest (the range always holds 0)."""
+        if self.signed_flag.item() == -1:  # a fresh calibration (calibrate() resets the flag)
+            self.lower.zero_()
+        self.signed_flag.fill_(0)
+        v = x.detach().flatten().float()
+        if v.numel() == 0:
+            return
+        if self.calibration == "max":
+            hi, lo = v.max(), v.min()
+        else:
+            if v.numel() > 1 << 24:
+                v = v[:: v.numel() // (1 << 24) + 1]
+            hi, lo = torch.quantile(v, self.percentile / 100.0), torch.quantile(v, 1 - self.percentile / 100.0)
+        self.alpha.data.copy_(torch.maximum(self.alpha.detach(), hi.clamp_min(0).to(self.alpha.device)))
+        self.lower.copy_(torch.minimum(self.lower, lo.clamp_max(0).to(self.lower.device)))
+
+    def zero_point(self) -> Tensor:
+        """Integer code of real zero: 0 for symmetric codes, round(-lower / step) for asymmetric ones."""
+        if not self.asymmetric:
+            return torch.zeros((), device=self.alpha.device)
+        return torch.clamp(torch.round(-self.lower / self.step()), 0, self.levels)
+
     def step(self) -> Tensor:
         """Size of one activation code (detached: alpha learns only from clipped elements, as PACT)."""
+        if self.asymmetric:
+            return (self.alpha.detach() - self.lower).clamp_min(EPS) / self.levels
         return self.alpha.detach().clamp_min(EPS) / self.levels
 
     def codes(self, x: Tensor) -> Tensor:
@@ -142,11 +215,16 @@ class ActivationQuantizer(nn.Module):
             self.observe(x)
         if not self.calibrated:
             raise RuntimeError("activation quantiser used before calibration: run calibration batches first")
+        if self.asymmetric:
+            clipped = torch.maximum(torch.minimum(x, self.alpha), self.lower)
+            return torch.clamp(round_ste(clipped / self.step()) + self.zero_point(), 0, self.levels)
         alpha = self.alpha.clamp_min(EPS)
         lower = -alpha if self.signed else torch.zeros_like(alpha)
         clipped = torch.maximum(torch.minimum(x, alpha), lower)
         return round_ste(clipped / alpha.detach() * self.levels)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Fake-quantised x: codes * step."""
+        """Fake-quantised x: (codes - zero point) * step."""
+        if self.asymmetric:
+            return (self.codes(x) - self.zero_point()) * self.step()
         return self.codes(x) * self.step()
