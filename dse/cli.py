@@ -312,7 +312,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       f"{layer.utilization:.0%}", f"{layer.energy_pJ:.4g}", f"{layer.latency_cycles:,.0f}",
                       f"{layer.stall_cycles + layer.weight_load_cycles:,.0f}")
     table.add_section()
-    table.add_row("total", "", f"{result.macs:,}", "", "", f"{result.energy_pJ:.4g}",
+    table.add_row("total", "", f"{result.macs:,}", "", f"{result.utilization:.0%}", f"{result.energy_pJ:.4g}",
                   f"{result.latency_cycles:,.0f}", "")
     console = _console()
     console.print(table)
@@ -532,6 +532,72 @@ def cmd_write_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- PAC: MAC-level error study -----------------------------------------------------------
+def _density_pairs(text: str) -> tuple[tuple[float, float], ...]:
+    pairs = []
+    for item in _csv_list(text, str, "--densities"):
+        try:
+            w, x = (float(v) for v in item.split("/"))
+        except ValueError:
+            w = x = -1.0
+        if not (0.0 <= w <= 1.0 and 0.0 <= x <= 1.0):
+            raise InputError(None, "--densities", f"= {item!r}: expected WEIGHT/INPUT bit densities in [0, 1]",
+                             "e.g. 0.30/0.15,0.50/0.25")
+        pairs.append((w, x))
+    if not pairs:
+        raise InputError(None, "--densities", "is empty", "e.g. 0.30/0.15,0.50/0.25")
+    return tuple(pairs)
+
+
+def cmd_mac_experiment(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from dse.accuracy.mac_experiment import MacSettings, csv_text, page_html, run_mac_experiment
+    from dse.atomic import write_atomic
+
+    densities = _density_pairs(args.densities)
+    try:
+        settings = MacSettings(rows=args.rows, densities=densities, trials=args.trials,
+                               bits=args.bits, operand=args.operand, seed=args.seed, mac_trials=args.mac_trials)
+    except ValueError as err:
+        raise InputError(None, "mac-experiment", str(err)) from None
+    out = Path(args.output)
+    with _bar("mac-experiment") as bar:
+        task = bar.add_task("chunks", total=None)
+        results = run_mac_experiment(settings, lambda done, total: bar.update(task, completed=done, total=total))
+    mac_trials = settings.mac_trials or settings.trials
+    notes = [f"AND-popcount: a weight plane with floor(S(w) x {settings.rows}) ones and an input plane with "
+             f"floor(S(x) x {settings.rows}) ones at random positions, {settings.trials:,} trials; PAC assumes the "
+             "mean k_w k_x / rows.",
+             f"MAC error: {settings.bits}-bit unsigned operands whose bits are independent with the given densities, "
+             f"{mac_trials:,} trials; PAC computes the {settings.operand}x{settings.operand} MSB cycles exactly and "
+             "the others as popcount products; drop LSB computes the same MSB cycles only. Relative RMSE = RMSE / "
+             f"mean exact MAC. Seed {settings.seed}."]
+    files = [out / "mac_experiment.csv", out / "mac_experiment.json", out / "mac_experiment.html"]
+    summary = {"settings": {**asdict(settings), "densities": [list(p) for p in settings.densities],
+                            "mac_trials": mac_trials},
+               "pairs": [r.to_dict() for r in results], "files": [str(f) for f in files]}
+    write_atomic(files[0], csv_text(results))
+    write_atomic(files[1], json.dumps(summary, indent=2) + "\n")
+    write_atomic(files[2], page_html(results, settings, notes))
+    if args.json:
+        _print_json({**summary, "pairs": [{k: v for k, v in r.to_dict().items() if k != "histogram"}
+                                          for r in results]})
+        return 0
+    console = _console()
+    table = Table(title=f"PAC MAC error: {settings.rows} rows, {settings.bits}b x {settings.bits}b, "
+                  f"p = {settings.operand}")
+    for col in ("S(w)/S(x)", "AND mean", "std", "min..max", "PAC rel. RMSE", "drop-LSB rel. RMSE", "ratio"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(f"{r.density_w:g}/{r.density_x:g}", f"{r.and_mean:.2f} ({r.and_expected:.2f})",
+                      f"{r.and_std:.2f}", f"{r.and_min}..{r.and_max}", f"{r.pac_rel_rmse:.3%}",
+                      f"{r.drop_rel_rmse:.3%}", f"{r.rmse_ratio:.1f}x")
+    console.print(table)
+    console.print(f"wrote {', '.join(display_path(f) for f in files)}")
+    return 0
+
+
 # -- explore and plot ----------------------------------------------------------------------
 def cmd_explore(args: argparse.Namespace) -> int:
     import signal
@@ -696,6 +762,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "models on a busy machine)")
     p.add_argument("--output", help="folder for write_verify.csv/.html/.json (default outputs/write-verify-<hw>-<wl>/)")
     p.set_defaults(func=cmd_write_verify)
+
+    p = sub.add_parser("mac-experiment", help="PAC's MAC-level error on one column: AND-popcount statistics and the "
+                       "RMSE of PAC vs dropping the LSB cycles, with a plot")
+    p.add_argument("--rows", type=int, default=1024, help="rows of the column (default 1024)")
+    p.add_argument("--densities", default="0.30/0.15,0.50/0.25,0.70/0.30",
+                   help="WEIGHT/INPUT bit densities, comma-separated (default: the anchor's three pairs)")
+    p.add_argument("--trials", type=int, default=100_000,
+                   help="AND-popcount trials per density pair (default 100000, as the anchor)")
+    p.add_argument("--mac-trials", type=int, default=20_000,
+                   help="trials of the multi-bit MAC error per density pair (default 20000: RMSE to about 0.5%%)")
+    p.add_argument("--bits", type=int, default=8, help="bits of the weights and inputs of the MAC error (default 8)")
+    p.add_argument("--operand", type=int, default=4, help="PAC operand p: the p x p MSB cycles exact (default 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="outputs/mac-experiment",
+                   help="folder for mac_experiment.csv/.json/.html (default outputs/mac-experiment/)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (without the histograms)")
+    p.set_defaults(func=cmd_mac_experiment)
 
     p = sub.add_parser("explore", help="explore a design space: cost and accuracy of each point, Pareto front, plots")
     p.add_argument("space", help="design-space YAML (docs/space.md), e.g. spaces/demo.yaml")

@@ -284,3 +284,28 @@ def test_cli_write_verify_writes_csv_html_json(tmp_path, capsys):
 def test_cli_write_verify_bad_input(tmp_path, capsys, argv, message):
     code = main(["write-verify", "--output", str(tmp_path), *argv])
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_the_macro_yaml_drives_variation_in_simulation_and_cost() -> None:
+    """verify_fraction in the hardware YAML: accuracy rises with it, programming cost is priced by it."""
+    import dataclasses
+
+    from dse.accuracy.simulate import accuracy_key, simulate_accuracy
+    from dse.api import evaluate
+    from dse.hardware import load_accelerator
+
+    base = load_accelerator(ROOT / "hardware" / "nvm_template.yaml")
+
+    def with_fraction(f: float):
+        dv = dataclasses.replace(base.macro.accuracy.device_variation, verify_fraction=f)
+        acc = dataclasses.replace(base.macro.accuracy, device_variation=dv)
+        return dataclasses.replace(base, macro=dataclasses.replace(base.macro, accuracy=acc))
+
+    none, some, every = (with_fraction(f) for f in (0.0, 0.1, 1.0))
+    assert accuracy_key(none.macro) != accuracy_key(some.macro)
+    kwargs = dict(repeats=3, samples=200, digital=())
+    acc_none, acc_some, acc_all = (simulate_accuracy(DIGITS, a, **kwargs).accuracy for a in (none, some, every))
+    assert acc_none < acc_some < acc_all
+    costs = [evaluate(DIGITS, a, ROOT / "mapping" / "default.yaml").programming for a in (none, some, every)]
+    assert [c.verified for c in costs] == [0, 1909, 19088]
+    assert costs[2].energy_pJ == 19088 * base.macro.accuracy.device_variation.write_verify_energy_pJ

@@ -55,8 +55,9 @@ def accuracy_key(macro: Macro) -> dict:
     key["kind"] = macro.kind
     dv = macro.accuracy.device_variation
     key["pac_operand"] = macro.accuracy.pac_operand
-    key["device_variation"] = None if dv is None else {"dev_var": dv.dev_var, "write_var": dv.write_var,
-                                                         "bits_per_device": dv.bits_per_device}
+    key["device_variation"] = None if dv is None else {
+        "dev_var": dv.dev_var, "write_var": dv.write_var, "bits_per_device": dv.bits_per_device,
+        "verify_fraction": dv.verify_fraction, "verify_method": dv.verify_method}
     return key
 
 
@@ -176,19 +177,29 @@ def simulate_accuracy(model: nn.Module | str | Path, hardware: Macro | Accelerat
         load_checkpoint(cim, checkpoint)
     set_mode(cim, "float")
     float_acc = evaluate(cim, batches_of(test, batch_size, test_idx), device)
+    train = load_split(dataset, "train", data_path, seed=seed if dataset == "digits" else 0)
+    calibration = list(batches_of(train, batch_size, sample_indices(len(train), calibration_samples, seed)))
     if checkpoint is None:
-        train = load_split(dataset, "train", data_path, seed=seed if dataset == "digits" else 0)
-        calibrate(cim, batches_of(train, batch_size, sample_indices(len(train), calibration_samples, seed)), device)
+        calibrate(cim, calibration, device)
     set_mode(cim, "simulate")
-    noisy = any(_noisy(layer.config) for layer in cim_layers(cim))
+    variation = macro.accuracy.device_variation
+    from dse.accuracy.variation import sample_deltas, set_variation  # variation builds on this module
+
+    masks = _verified_masks(cim, variation, calibration, seed, device) if variation is not None else None
+    noisy = variation is not None or any(_noisy(layer.config) for layer in cim_layers(cim))
     runs = repeats if noisy else 1
     accs = []
     for r in range(runs):
         generator = torch.Generator(device=device).manual_seed(seed + r)
         set_generator(cim, generator)
+        if variation is not None:  # one NVM chip instance per repeat
+            set_variation(cim, sample_deltas(cim, variation, masks, generator))
         done = r * n_test
         report = (lambda seen, _t, done=done: progress(done + seen, runs * n_test)) if progress else None
-        accs.append(evaluate(cim, batches_of(test, batch_size, test_idx), device, report, runs * n_test))
+        try:
+            accs.append(evaluate(cim, batches_of(test, batch_size, test_idx), device, report, runs * n_test))
+        finally:
+            set_variation(cim, None)
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
     settings = {"macro": config_from_macro(macro).to_dict(), "digital": list(digital), "semantics": semantics,
@@ -196,6 +207,20 @@ def simulate_accuracy(model: nn.Module | str | Path, hardware: Macro | Accelerat
                 "checkpoint": None if checkpoint is None else str(checkpoint)}
     return AccuracyResult(accuracy=mean, accuracy_std=std, float_accuracy=float_acc, samples=n_test, repeats=runs,
                           seed=seed, dataset=dataset, per_repeat=tuple(accs), settings=settings)
+
+
+def _verified_masks(model: nn.Module, variation, calibration: list, seed: int, device: str) -> dict:
+    """Which NVM weights are write-verified: the macro's fraction, chosen by its method (SWIM)."""
+    from dse.accuracy.variation import CURVATURE_METHODS, nvm_layers, select, sensitivity, uniform_masks
+
+    if not nvm_layers(model):
+        raise InputError(None, "macro.accuracy.device_variation",
+                         "every CiM layer is digital, so no weight is in the NVM array", "set digital=() / --digital")
+    fraction, method = variation.verify_fraction, variation.verify_method
+    if fraction in (0.0, 1.0):  # none or all: nothing to rank
+        return uniform_masks(model, fraction == 1.0)
+    scores = sensitivity(model, calibration, seed=seed, device=device) if method in CURVATURE_METHODS else None
+    return select(model, scores, fraction, method, seed=seed)
 
 
 def _noisy(config) -> bool:

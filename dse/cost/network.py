@@ -4,7 +4,9 @@ Macro energy = per-cycle component energies at the mapped rows and columns x S x
 activations (ZigZag-IMC's S x A); the cells are charged per weight written and per cell-group
 precharge; every memory level per full-width access (its YAML energies, else the estimates of
 ``dse.cost.memory``). Latency = compute cycles + stalls where a level's ports cannot keep up +
-weight loading the macro cannot hide. Area = the macros + the memory levels.
+weight loading the macro cannot hide. Area = the macros + the memory levels. A macro with PAC
+(``accuracy.pac_operand``) has its chosen mapping priced with fewer exact cycles and input reads plus the
+popcount hardware (:mod:`dse.cost.pac`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import numpy as np
 
 from dse.cost.macro import ENERGY_COMPONENTS, MacroModel
 from dse.cost.memory import memory_costs, word_accesses
+from dse.cost.pac import input_read_fraction, overhead_pJ, pac_counts, pac_factors, pac_macro_energy
+from dse.cost.programming import ProgrammingCost, workload_weights, write_verify_cost
 from dse.hardware.schema import ARRAY_DIMS, Accelerator
 from dse.mapping.loops import product
 from dse.mapping.mapper import SearchSettings, search_cached
@@ -58,6 +62,7 @@ class LayerCost:
 
     @property
     def utilization(self) -> float:
+        """Useful MACs per cycle over the array's peak (rows x columns x macros), averaged over the layer."""
         return self.counts.spatial_utilization
 
     def to_json(self) -> dict:
@@ -75,8 +80,10 @@ class LayerCost:
             "weight_load_cycles": self.weight_load_cycles,
             "latency_s": self.latency_s,
             "spatial_utilization": self.utilization,
+            "array_occupancy": c.array_occupancy,
             "mapping": {
                 "spatial": {a: [[d, s] for d, s in c.spatial.on(a)] for a in ARRAY_DIMS},
+                "weight_diagonal": c.spatial.diagonal is not None,
                 "temporal_innermost_first": [[d, s] for d, s in c.order],
                 "allocation": {op: [[lvl, n] for lvl, n in alloc] for op, alloc in c.allocation.items()},
                 "rows_mapped": c.rows_mapped,
@@ -107,6 +114,7 @@ class NetworkCost:
     area_mm2: dict[str, float]
     zigzag_compat: bool
     opt: str
+    programming: ProgrammingCost | None = None  # NVM write-verify of the weights, when the macro has variation
 
     @property
     def energy_pJ(self) -> float:
@@ -128,6 +136,12 @@ class NetworkCost:
     def macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 
+    @property
+    def utilization(self) -> float:
+        """Useful MACs over the array's peak MACs in the compute cycles of all the layers."""
+        peak = sum(layer.counts.temporal_iterations * layer.counts.peak_macs_per_iteration for layer in self.layers)
+        return self.macs / peak if peak else 0.0
+
     def summary(self) -> dict:
         return {
             "accelerator": self.accelerator,
@@ -142,7 +156,11 @@ class NetworkCost:
             "area_breakdown_mm2": self.area_mm2,
             "layers": len(self.layers),
             "macs": self.macs,
+            "spatial_utilization": self.utilization,
             "energy_breakdown_pJ": self.energy_breakdown(),
+            **({} if self.programming is None else {
+                "program_energy_pJ": self.programming.energy_pJ, "program_time_s": self.programming.time_s,
+                "weights_verified": self.programming.verified}),
         }
 
     def energy_breakdown(self) -> dict[str, float]:
@@ -176,6 +194,7 @@ class Pricer:
         self.precharge_pJ = self.model.precharge_energy_pJ(1)
         self.memories = {m.name: (m, memory_costs(m, acc.technology)) for m in acc.memories}
         self._per_cycle: dict[tuple[int, int], dict[str, float]] = {}
+        self.pac = pac_factors(acc.macro)
 
     def per_cycle(self, rows: int, columns: int) -> dict[str, float]:
         key = (rows, columns)
@@ -230,8 +249,14 @@ class Pricer:
 
     def layer_cost(self, counts: ActionCounts) -> LayerCost:
         layer = self.layer
+        if self.pac is not None:  # the mapping was chosen without PAC; price it with PAC's cycles and reads
+            m, pac = self.acc.macro, self.pac
+            counts = pac_counts(counts, pac, input_read_fraction(pac, m, layer))
+            macro = pac_macro_energy(self.macro_energy(counts), pac, overhead_pJ(pac, m, layer, self.model.gates))
+        else:
+            macro = self.macro_energy(counts)
         return LayerCost(
-            layer=layer.name, op=layer.op, macs=layer.macs, macro_energy_pJ=self.macro_energy(counts),
+            layer=layer.name, op=layer.op, macs=layer.macs, macro_energy_pJ=macro,
             memory_energy_pJ=self.memory_energy(counts), compute_cycles=counts.compute_cycles,
             stall_cycles=counts.stall_cycles, weight_load_cycles=counts.weight_load_cycles, clock_ns=self.clock_ns,
             counts=counts,
@@ -316,7 +341,11 @@ def evaluate_network(workload: Workload, acc: Accelerator, spec: MappingSpec, *,
         layers.append(evaluate_layer(layer, acc, spec, opt=opt, zigzag_compat=zigzag_compat, settings=settings))
     area = {f"macro.{k}": v for k, v in model.area_mm2().items()}
     area.update({f"memory.{k}": v for k, v in memory_area_mm2(acc, zigzag_compat).items()})
+    variation = acc.macro.accuracy.device_variation
+    programming = None if variation is None else write_verify_cost(
+        acc.macro, workload_weights(workload), variation.verify_fraction)
     return NetworkCost(
         accelerator=acc.name, workload=workload.name, layers=tuple(layers),
         clock_ns=acc.clock_ns or model.clock().period_ns, area_mm2=area, zigzag_compat=zigzag_compat, opt=opt,
+        programming=programming,
     )

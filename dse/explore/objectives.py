@@ -2,7 +2,9 @@
 directions, and the constraints checked on them.
 
 TOP/s/W on the workload = 2 x MACs / energy (1 MAC = 2 operations): the network's, memories included,
-not the macro's peak. EDP = energy (J) x latency (s), in J*s.
+not the macro's peak. EDP = energy (J) x latency (s), in J*s. Programming energy and time are the extra
+cost of write-verifying the NVM weights (``macro.accuracy.device_variation.verify_fraction``), paid once
+per chip rather than per inference, so they are objectives of their own.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("edp", "edp_Js", "min", "energy-delay product (J·s)"),
     Objective("accuracy", "accuracy", "max", "top-1 accuracy"),
     Objective("tops_per_w", "tops_per_w", "max", "TOP/s/W on the workload"),
+    Objective("program_energy", "program_energy_pJ", "min", "NVM write-verify energy (pJ)"),
+    Objective("program_time", "program_time_s", "min", "NVM write-verify time (s)"),
 )}
 
-COST_METRICS = ("energy_pJ", "latency_s", "latency_cycles", "clock_ns", "area_mm2", "edp_Js", "tops_per_w", "macs")
+COST_METRICS = ("energy_pJ", "latency_s", "latency_cycles", "clock_ns", "area_mm2", "edp_Js", "tops_per_w", "macs",
+                "program_energy_pJ", "program_time_s")
 ACCURACY_METRICS = ("accuracy", "accuracy_std", "float_accuracy", "accuracy_samples")
 
 # constraint field -> (metric, kind); "max" = the metric must not exceed the limit
@@ -56,6 +61,9 @@ def cost_metrics(result: NetworkCost) -> dict[str, float]:
         "edp_Js": energy * 1e-12 * result.latency_s,
         "tops_per_w": 2 * result.macs / energy if energy > 0 else float("inf"),
         "macs": result.macs,
+        # programming an NVM macro's weights with write-verify (0 for SRAM: nothing to verify)
+        "program_energy_pJ": result.programming.energy_pJ if result.programming else 0.0,
+        "program_time_s": result.programming.time_s if result.programming else 0.0,
     }
 
 

@@ -120,9 +120,11 @@ class DesignSpace:
         default_factory=dict, description="field path -> values. Paths: `macro.<field>` (also `macro.circuit.*`, "
         "`macro.accuracy.*`), `technology.<field>`, `memories.<level name>.<field>`, `clock_ns`"
     )
-    objectives: tuple[Literal["energy", "latency", "area", "edp", "accuracy", "tops_per_w"], ...] = Field(
+    objectives: tuple[Literal["energy", "latency", "area", "edp", "accuracy", "tops_per_w", "program_energy",
+                              "program_time"], ...] = Field(
         ("energy", "latency", "area"), description="2 to 4 of: energy (pJ, min), latency (s, min), area (mm^2, min), "
-        "edp (J*s, min), accuracy (max), tops_per_w (TOP/s/W on the workload, max); the first two are the main plot"
+        "edp (J*s, min), accuracy (max), tops_per_w (TOP/s/W on the workload, max), program_energy (pJ, min) and "
+        "program_time (s, min) of NVM write-verify; the first two are the main plot"
     )
     constraints: Constraints = Field(default_factory=Constraints, description="limits on the results")
     strategy: Strategy = Field(default_factory=Strategy, description="grid or search")

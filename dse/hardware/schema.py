@@ -84,6 +84,12 @@ class DeviceVariation:
     bits_per_device: int = Field(1, gt=0, description="bits stored per device (m)")
     write_verify_energy_pJ: float = Field(0.0, ge=0, description="extra energy to write-verify one weight, pJ")
     write_verify_time_ns: float = Field(0.0, ge=0, description="extra time to write-verify one weight, ns")
+    verify_fraction: float = Field(0.0, ge=0, le=1, description="fraction of the weights write-verified (SWIM's "
+                                   "selective write-verify); priced by the cost model, simulated by the accuracy model")
+    verify_method: Literal["sm", "second", "magnitude", "saliency", "random"] = Field(
+        "sm", description="which weights are verified: sm/second/saliency rank by second-derivative sensitivity, "
+        "magnitude by |w|, random at random"
+    )
 
 
 @dataclass(frozen=True, config=_STRICT)
