@@ -29,7 +29,7 @@ from dse.accuracy.core import CimConfig
 from dse.accuracy.layers import CimConv2d, CimLayer, CimLinear, CimMatMul, set_mode
 from dse.accuracy.pac import DEFAULT_THRESHOLDS, PacConfig
 from dse.errors import InputError, did_you_mean
-from dse.hardware import Accelerator, Macro, load_accelerator
+from dse.hardware import Accelerator, Macro, macro_of
 from dse.models.vit import ActivationMatMul
 
 DIGITAL_DEFAULT: tuple[str, ...] = ("first", "last")
@@ -64,11 +64,7 @@ def digital_config(config: CimConfig) -> CimConfig:
 
 
 def _macro(hardware: Macro | Accelerator | CimConfig | str | Path) -> Macro | CimConfig:
-    if isinstance(hardware, Macro | CimConfig):
-        return hardware
-    if isinstance(hardware, Accelerator):
-        return hardware.macro
-    return load_accelerator(hardware).macro
+    return hardware if isinstance(hardware, CimConfig) else macro_of(hardware)
 
 
 def _torch_model(model: nn.Module | str | Path | onnx.ModelProto) -> tuple[nn.Module, dict[str, str]]:

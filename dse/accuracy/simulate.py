@@ -21,7 +21,7 @@ from dse.accuracy.convert import DIGITAL_DEFAULT, config_from_macro, convert
 from dse.accuracy.datasets import load_split
 from dse.accuracy.layers import cim_layers, set_generator, set_mode
 from dse.errors import InputError, display_path
-from dse.hardware import Accelerator, Macro, load_accelerator
+from dse.hardware import Accelerator, Macro, macro_of
 
 Progress = Callable[[int, int], None]
 
@@ -59,14 +59,6 @@ def accuracy_key(macro: Macro) -> dict:
         "dev_var": dv.dev_var, "write_var": dv.write_var, "bits_per_device": dv.bits_per_device,
         "verify_fraction": dv.verify_fraction, "verify_method": dv.verify_method}
     return key
-
-
-def _macro_of(hardware: Macro | Accelerator | str | Path) -> Macro:
-    if isinstance(hardware, Macro):
-        return hardware
-    if isinstance(hardware, Accelerator):
-        return hardware.macro
-    return load_accelerator(hardware).macro
 
 
 def batches_of(dataset: torch.utils.data.Dataset, batch_size: int,
@@ -163,7 +155,7 @@ def simulate_accuracy(model: nn.Module | str | Path, hardware: Macro | Accelerat
     """
     if repeats < 1:
         raise InputError(None, "repeats", f"= {repeats}: must be at least 1")
-    macro = _macro_of(hardware)
+    macro = macro_of(hardware)
     if checkpoint is not None:  # train's choices travel with the weights
         meta = read_checkpoint(checkpoint).get("meta", {})
         per_channel = bool(meta.get("per_channel", per_channel))

@@ -37,7 +37,7 @@ from dse.accuracy.variation import (
     weight_count,
 )
 from dse.errors import InputError
-from dse.hardware import Accelerator, DeviceVariation, Macro, load_accelerator
+from dse.hardware import Accelerator, DeviceVariation, Macro, macro_of
 
 DEFAULT_FRACTIONS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 DEFAULT_METHODS: tuple[str, ...] = ("sm", "magnitude", "random")
@@ -81,16 +81,10 @@ class WriteVerifySweep:
         return next(p for p in self.points if p.method == method)
 
 
-def _macro_of(hardware: Macro | Accelerator | str | Path) -> Macro:
-    if isinstance(hardware, Macro):
-        return hardware
-    return hardware.macro if isinstance(hardware, Accelerator) else load_accelerator(hardware).macro
-
-
 def device_variation(hardware: Macro | Accelerator | str | Path, dev_var: float | None = None,
                      write_var: float | None = None) -> DeviceVariation:
     """The macro's device-variation figures (the schema defaults when it has none), with optional overrides."""
-    variation = _macro_of(hardware).accuracy.device_variation or DeviceVariation()
+    variation = macro_of(hardware).accuracy.device_variation or DeviceVariation()
     changes = {k: v for k, v in (("dev_var", dev_var), ("write_var", write_var)) if v is not None}
     for key, value in changes.items():
         if value < 0:
@@ -157,7 +151,7 @@ def write_verify_sweep(model: nn.Module | str | Path, hardware: Macro | Accelera
     so the points differ only by the selection.
     """
     _check(fractions, methods, estimator, instances)
-    macro = _macro_of(hardware)
+    macro = macro_of(hardware)
     variation = device_variation(macro, dev_var, write_var)
     cim = convert(model, macro, overrides, digital=digital, per_channel=per_channel).to(device)
     weights = weight_count(cim)

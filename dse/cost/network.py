@@ -268,13 +268,16 @@ def _objective(pricer: Pricer, opt: str):
     layer = pricer.layer
     cycles_per_mac = pricer.acc.macro.cycles_per_mac
 
-    def score(counts: ActionCounts) -> tuple[float, ...]:
-        energy, latency = pricer.energy_and_latency(counts)
+    def rank(energy, latency) -> tuple:
+        """The objective first, then the other figure to break ties (scalars or arrays alike)."""
         if opt == "energy":
             return (energy, latency)
         if opt == "latency":
             return (latency, energy)
         return (energy * latency, latency)
+
+    def score(counts: ActionCounts) -> tuple[float, ...]:
+        return rank(*pricer.energy_and_latency(counts))
 
     def bound(spatial: SpatialMapping, sizes: dict[str, int]) -> float:
         # latency >= the compute cycles; energy >= the macro's own energy (memories cost >= 0)
@@ -287,12 +290,7 @@ def _objective(pricer: Pricer, opt: str):
         return energy if opt == "energy" else energy * latency
 
     def batch(counts: BatchCounts) -> tuple[np.ndarray, ...]:
-        energy, latency = pricer.energy_and_latency(counts)
-        if opt == "energy":
-            return (energy, latency)
-        if opt == "latency":
-            return (latency, energy)
-        return (energy * latency, latency)
+        return rank(*pricer.energy_and_latency(counts))
 
     return score, bound, batch
 

@@ -1,6 +1,12 @@
 """Accelerator descriptions: the YAML schema, loading and summaries."""
 
-from dse.hardware.loader import accelerator_from_dict, accelerator_to_dict, load_accelerator, save_accelerator
+from dse.hardware.loader import (
+    accelerator_from_dict,
+    accelerator_to_dict,
+    load_accelerator,
+    macro_of,
+    save_accelerator,
+)
 from dse.hardware.schema import (
     ARRAY_DIMS,
     MEMORY_OPERANDS,
@@ -33,6 +39,7 @@ __all__ = [
     "accelerator_from_dict",
     "accelerator_to_dict",
     "load_accelerator",
+    "macro_of",
     "macro_line",
     "save_accelerator",
     "summarize",

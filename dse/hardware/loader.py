@@ -6,13 +6,20 @@ from pathlib import Path
 
 import yaml
 
-from dse.hardware.schema import Accelerator
+from dse.hardware.schema import Accelerator, Macro
 from dse.yamlio import dump, read_yaml, validate
 
 
 def load_accelerator(path: str | Path) -> Accelerator:
     """Read ``path`` (YAML, see docs/hardware.md) into an Accelerator; bad input -> InputError."""
     return validate(Accelerator, read_yaml(path), Path(path))
+
+
+def macro_of(hardware: Macro | Accelerator | str | Path) -> Macro:
+    """The macro of a macro, an accelerator or an accelerator YAML file (what the accuracy side needs)."""
+    if isinstance(hardware, Macro):
+        return hardware
+    return hardware.macro if isinstance(hardware, Accelerator) else load_accelerator(hardware).macro
 
 
 def accelerator_from_dict(data: dict, source: str = "<dict>") -> Accelerator:
