@@ -274,7 +274,7 @@ def cmd_overview(args: argparse.Namespace) -> int:
         )
     console.print(table)
     console.print("model = cim-dse's cost model (default mode), peak figures of the macros; "
-                  "`cim-dse validate-chips` writes the full comparison. The exploration comes next (README, Status).")
+                  "`cim-dse validate-chips` writes the full comparison; `./run.sh` runs the exploration.")
     return 0
 
 
