@@ -21,7 +21,9 @@ PINNED = {
     "aimc2": {"clock_ns": 0.524, "area_mm2": 0.507, "tops_per_w": 0.143, "tops_per_mm2": 0.942},
     "aimc3": {"clock_ns": 0.771, "area_mm2": 1.06, "tops_per_w": 0.876, "tops_per_mm2": 1.22},
     "dimc1": {"clock_ns": 0.842, "area_mm2": 0.902, "tops_per_w": 0.952, "tops_per_mm2": 1.32},
-    "dimc2": {"clock_ns": 0.742, "area_mm2": 0.21, "tops_per_w": 1.09, "tops_per_mm2": 6.41},
+    # dimc2 re-pinned when it moved to 0.8 V, the supply of the paper's 3 ns and 27.38 TOP/s/W (it was compared
+    # at 0.9 V with the anchor's 0.9 V-equivalent 22 TOP/s/W): clock 0.742 -> 0.857, TOP/s/W 1.09 -> 1.11
+    "dimc2": {"clock_ns": 0.857, "area_mm2": 0.21, "tops_per_w": 1.11, "tops_per_mm2": 5.56},
     "dimc3": {"clock_ns": 0.928, "area_mm2": 1.05, "tops_per_w": 1.06, "tops_per_mm2": 1.03},
     "dimc4": {"clock_ns": 1.15, "area_mm2": 0.847, "tops_per_w": 0.103, "tops_per_mm2": 1.03},
 }
@@ -29,7 +31,7 @@ PINNED = {
 # Figures still outside +-20% and why (README, "Cost model"); everything else must stay inside.
 KNOWN_MISSES = {
     ("aimc1", "area_mm2"), ("aimc2", "clock_ns"), ("aimc2", "area_mm2"), ("aimc2", "tops_per_w"),
-    ("aimc3", "clock_ns"), ("dimc2", "clock_ns"), ("dimc2", "area_mm2"), ("dimc4", "tops_per_w"),
+    ("aimc3", "clock_ns"), ("dimc2", "area_mm2"), ("dimc4", "tops_per_w"),
 }
 
 
