@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PINNED = {
     "aimc1": {"clock_ns": 1.01, "area_mm2": 0.722, "tops_per_w": 0.997, "tops_per_mm2": 1.38},
     "aimc2": {"clock_ns": 0.524, "area_mm2": 0.507, "tops_per_w": 0.143, "tops_per_mm2": 0.942},
-    "aimc3": {"clock_ns": 0.771, "area_mm2": 1.06, "tops_per_w": 0.876, "tops_per_mm2": 1.22},
+    # aimc3 re-pinned when the 6-bit adder after its LSB-first ADC was modelled (circuit.adc_adder_bits): it sets
+    # the clock (0.771 -> 1.00) and costs a little energy and area (TOP/s/W 0.876 -> 0.833, area 1.06 -> 1.08)
+    "aimc3": {"clock_ns": 1.0, "area_mm2": 1.08, "tops_per_w": 0.833, "tops_per_mm2": 0.927},
     "dimc1": {"clock_ns": 0.842, "area_mm2": 0.902, "tops_per_w": 0.952, "tops_per_mm2": 1.32},
     # dimc2 re-pinned when it moved to 0.8 V, the supply of the paper's 3 ns and 27.38 TOP/s/W (it was compared
     # at 0.9 V with the anchor's 0.9 V-equivalent 22 TOP/s/W): clock 0.742 -> 0.857, TOP/s/W 1.09 -> 1.11
@@ -31,7 +33,7 @@ PINNED = {
 # Figures still outside +-20% and why (README, "Cost model"); everything else must stay inside.
 KNOWN_MISSES = {
     ("aimc1", "area_mm2"), ("aimc2", "clock_ns"), ("aimc2", "area_mm2"), ("aimc2", "tops_per_w"),
-    ("aimc3", "clock_ns"), ("dimc2", "area_mm2"), ("dimc4", "tops_per_w"),
+    ("dimc2", "area_mm2"), ("dimc4", "tops_per_w"),
 }
 
 

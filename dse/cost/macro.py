@@ -150,6 +150,11 @@ class MacroModel:
         return self.adc_bits if self.zigzag_compat else (self.macro.circuit.adc_physical_bits or self.adc_bits)
 
     @property
+    def adc_adder_bits(self) -> int:
+        """Width of the adder after each ADC (0: none; ZigZag-IMC has none)."""
+        return 0 if self.zigzag_compat else (self.macro.circuit.adc_adder_bits or 0)
+
+    @property
     def adc_load_rows(self) -> int:
         return self.rows if self.zigzag_compat else (self.macro.circuit.adc_input_rows or self.rows)
 
@@ -212,6 +217,7 @@ class MacroModel:
         if self.analog:
             node = REF_NODE_NM if self.zigzag_compat else self.technology.node_nm
             area["adcs"] = adc_area_mm2(self.adc_area_bits, node) * m.weight_bits * cols * nb
+            area["adcs"] += g.full_adder_um2 * self.adc_adder_bits * m.weight_bits * cols * nb / UM2_PER_MM2
         else:
             trees, width, _ = self.tree_layout
             area["adders_regular"] = (g.full_adder_um2 * adder_tree_full_adders(self.rows, width) * trees * cols * nb
@@ -251,6 +257,8 @@ class MacroModel:
         path["mults"] = g.full_adder_carry_delay_ns if booth else g.nand2_delay_ns
         if self.analog:
             path["adcs"] = adc_delay_ns(self.adc_bits, self.adc_load_rows)
+            if self.adc_adder_bits:  # a ripple adder after the converter, in the same stage
+                path["adcs"] += g.full_adder_carry_delay_ns + (self.adc_adder_bits - 1) * g.carry_ripple_delay_ns
         else:
             path["adders_regular"] = adder_tree_delay_ns(self.rows, self.tree_layout[1], g)
         n, p_in = self.place_value_inputs
@@ -294,7 +302,8 @@ class MacroModel:
         bw = m.weight_bits
         if self.analog:
             e["dacs"] = dac_energy_fJ(self.dac_bits, self.vdd_V) * r
-            e["adcs"] = adc_energy_fJ(self.adc_bits, self.vdd_V) * bw * c * density
+            adder_fJ = g.full_adder_fJ * self.adc_adder_bits
+            e["adcs"] = (adc_energy_fJ(self.adc_bits, self.vdd_V) + adder_fJ) * bw * c * density
             e["mults"] = g.multiplier_fJ * bw * m.columns * r * toggle * density
             bitline_rows = self.rows if self.zigzag_compat else r
             e["analog_bl_addition"] = g.energy_fJ(g.cell_cap_fF) * bw * c * bitline_rows * density

@@ -69,6 +69,10 @@ class Circuit:
         None, gt=0, le=16, description="resolution the ADC is built for (its area), when conversions stop early at "
         "adc_bits (LSB-first, early-stop ADCs); default adc_bits"
     )
+    adc_adder_bits: int | None = Field(
+        None, gt=0, le=32, description="width of a ripple adder that follows each ADC in its pipeline stage (e.g. "
+        "combining an LSB-first ADC's partial codes); priced in the ADC's delay, energy and area; default none"
+    )
     adc_input_rows: int | None = Field(
         None, gt=0, description="bitline rows the ADC input settles (its delay); capacitive coupling presents a "
         "smaller node; default: rows per conversion"
