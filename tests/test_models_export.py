@@ -3,9 +3,7 @@ and that ``workloads/export.py`` reproduces the committed files byte for byte.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -15,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from export_script import load_export_script
 from onnx import numpy_helper
 
 from dse.accuracy.datasets import digits_split
@@ -25,20 +24,9 @@ WORKLOADS = Path(__file__).resolve().parents[1] / "workloads"
 BIG_MODELS = ("resnet18_cifar10", "resnet18_imagenet", "mobilenetv2", "vit_b32")
 
 
-def _load_export_script() -> ModuleType:
-    name = "workloads_export"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, WORKLOADS / "export.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look the module up while the class is made
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def export_script() -> ModuleType:
-    return _load_export_script()
+    return load_export_script()
 
 
 def _ops(model: onnx.ModelProto) -> Counter[str]:

@@ -10,12 +10,9 @@ at most 1e-4.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
@@ -23,6 +20,7 @@ import onnx_factory as fx
 import onnxruntime as ort
 import pytest
 import torch
+from export_script import load_export_script
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -109,17 +107,6 @@ def _assert_layers_match_workload(module: OnnxModule, model: onnx.ModelProto | P
     assert all(name.isidentifier() for name, _ in children)
 
 
-def _load_export_script() -> ModuleType:
-    name = "workloads_export"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, WORKLOADS / "export.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def _single(op: str, inputs: Sequence[str], x_shape: Sequence, initializers: Sequence[onnx.TensorProto] = (),
             opset: int = fx.OPSET, outputs: int = 1, **attrs) -> onnx.ModelProto:  # fmt: skip
     """x -> one ``op`` node -> y (or y0, y1, ...)."""
@@ -143,7 +130,7 @@ def test_digits_cnn_as_shipped_matches_onnxruntime_at_batch_1_and_7() -> None:
 @pytest.mark.parametrize("name", ["resnet18_cifar10", "resnet18_imagenet", "mobilenetv2", "vit_b32"])
 def test_zoo_model_with_random_weights_matches_onnxruntime(name: str, tmp_path: Path) -> None:
     """Exported by workloads/export.py with its (seeded random) weights kept; batch 2 against 2 x batch 1."""
-    result = _load_export_script().export(name, tmp_path, weights=True)
+    result = load_export_script().export(name, tmp_path, weights=True)
     shape = _ort_input_shapes(result.path)[0]
     module, worst = _check(result.path, _inputs((2, *shape[1:])), chunk=1, relative=True)
     _assert_layers_match_workload(module, result.path)

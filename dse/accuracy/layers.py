@@ -37,6 +37,7 @@ and the zero-point terms are added digitally; in ``train`` and ``inference`` the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
@@ -143,10 +144,12 @@ class CimLayer(nn.Module):
         signed = self.act.signed
         return self.config if self.config.signed_inputs == signed else replace(self.config, signed_inputs=signed)
 
-    def _integer(self, exact: Tensor, simulate) -> Tensor:
-        """The integer-domain output for the current mode, from the exact result and a simulator thunk."""
+    def _integer(self, exact_fn: Callable[[], Tensor], simulate: Callable[[], Tensor]) -> Tensor:
+        """The integer-domain output for the current mode, from two thunks: the exact result (not computed
+        in ``simulate`` mode, where it would be thrown away) and the macro simulation."""
         if self.mode == "simulate":
             return simulate()
+        exact = exact_fn()
         if self.mode == "train" and self.macro_noise:
             with torch.no_grad():
                 sim = simulate()
@@ -192,11 +195,17 @@ class CimConv2d(CimLayer):
         if self.asymmetric:  # pad with the code of real zero; the exact result multiplies centred codes
             zx = self.act.zero_point()
             x_codes, pad = F.pad(x_codes, (pad[1], pad[1], pad[0], pad[0]), value=float(zx)), (0, 0)
-            exact = F.conv2d(x_codes - zx, w_codes - self._weight_zero().reshape(-1, 1, 1, 1), None, self.stride,
-                             pad, self.dilation, self.groups)
+
+            def exact() -> Tensor:
+                return F.conv2d(x_codes - zx, w_codes - self._weight_zero().reshape(-1, 1, 1, 1), None, self.stride,
+                                pad, self.dilation, self.groups)
         else:
-            exact = F.conv2d(x_codes, w_codes, None, self.stride, pad, self.dilation, self.groups)
-        y = self._integer(exact, lambda: self._simulate(x_codes.detach(), w_codes.detach(), pad, exact.shape))
+            def exact() -> Tensor:
+                return F.conv2d(x_codes, w_codes, None, self.stride, pad, self.dilation, self.groups)
+        out_hw = [(x_codes.shape[2 + i] + 2 * pad[i] - self.dilation[i] * (self.kernel_size[i] - 1) - 1)
+                  // self.stride[i] + 1 for i in range(2)]
+        out_shape = (x_codes.shape[0], w_codes.shape[0], *out_hw)
+        y = self._integer(exact, lambda: self._simulate(x_codes.detach(), w_codes.detach(), pad, out_shape))
         y = y * (self.act.step() * w_step.reshape(1, -1, 1, 1))
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
 
@@ -253,9 +262,12 @@ class CimLinear(CimLayer):
         x_codes = self.act.codes(x)
         w_codes, w_step = self._weight_codes()
         w_zero = self._weight_zero()
-        exact = F.linear(x_codes - self.act.zero_point(), w_codes - w_zero.reshape(-1, 1)) if self.asymmetric \
-            else F.linear(x_codes, w_codes)
         lead = x_codes.shape[:-1]
+
+        def exact() -> Tensor:
+            if self.asymmetric:
+                return F.linear(x_codes - self.act.zero_point(), w_codes - w_zero.reshape(-1, 1))
+            return F.linear(x_codes, w_codes)
 
         def simulate() -> Tensor:
             flat = x_codes.detach().reshape(-1, x_codes.shape[-1])
@@ -282,7 +294,9 @@ class CimMatMul(CimLayer):
         if self.mode == "float":
             return a @ b
         a_codes, b_codes = self.act.codes(a), self.stored.codes(b)
-        exact = a_codes @ b_codes
+
+        def exact() -> Tensor:
+            return a_codes @ b_codes
 
         def simulate() -> Tensor:
             return self._macro_matmul(a_codes.detach(), b_codes.detach(), self._config(), a_codes.shape[-1])
