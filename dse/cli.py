@@ -140,11 +140,15 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0
 
 
-def peak_summary(acc, *, zigzag_compat: bool = False) -> dict:
-    """The cost model's peak figures of an accelerator's macros, with their breakdowns."""
+def peak_summary(acc, *, zigzag_compat: bool = False, measured: bool = False) -> dict:
+    """The cost model's peak figures of an accelerator's macros, with their breakdowns.
+
+    ``measured``: in the mode of the chip's reported figures (``reported.conditions``), to compare with them.
+    """
     from dse.cost import peak_performance
 
-    peak = peak_performance(acc.macro, acc.technology, zigzag_compat=zigzag_compat, clock_ns=acc.clock_ns)
+    macro, tech = acc.measured() if measured else (acc.macro, acc.technology)
+    peak = peak_performance(macro, tech, zigzag_compat=zigzag_compat, clock_ns=acc.clock_ns)
     return {
         "zigzag_compat": zigzag_compat,
         "clock_ns": peak.clock_ns,
@@ -264,7 +268,7 @@ def cmd_overview(args: argparse.Namespace) -> int:
     for path in files:
         acc = load_accelerator(path)
         m, r = acc.macro, acc.reported
-        pk = peak_summary(acc)
+        pk = peak_summary(acc, measured=True)
         table.add_row(
             acc.name, m.kind, f"{m.rows}x{m.columns}x{m.count}", f"{m.weight_bits}/{m.input_bits}",
             str(m.input_bits_per_cycle), str(m.adc_bits or "-"), str(m.cells_per_group),

@@ -209,3 +209,43 @@ def test_cell_area_sources(templates):
     compute = MacroModel(replace(macro, cell_transistors=18), Technology()).area_mm2()
     assert compute["cells"] == pytest.approx(18 * 0.614 / 4 * 128 * 128 / 1e6)
     assert compute["mults"] == 0  # the multiplication happens inside the compute cell
+
+
+def test_column_mux_cells_count_in_the_area(templates):
+    """The columns behind a column multiplexer store weights: their cells count, the ADCs do not double."""
+    macro = templates["aimc"].macro
+    muxed = replace(macro, circuit=replace(macro.circuit, column_mux=2))
+    one, two = MacroModel(macro, Technology()).area_mm2(), MacroModel(muxed, Technology()).area_mm2()
+    assert two["adcs"] == one["adcs"]
+    assert 1.5 * one["cells"] < two["cells"] < 3.0 * one["cells"]  # twice the bits and twice the row width
+    given = replace(muxed, cell_group_area_um2=2.0)
+    assert MacroModel(given, Technology()).area_mm2()["cells"] == pytest.approx(2.0 * 128 * 128 * 2 / 1e6)
+    compat = MacroModel(replace(given, cell_group_area_um2=2.0), Technology(), zigzag_compat=True)
+    assert compat.area_mm2()["cells"] == pytest.approx(2.0 * 128 * 128 / 1e6)  # ZigZag-IMC: active columns only
+
+
+def test_dac_narrower_than_the_input_slice_steps(templates):
+    """AIMC2-style inputs: a 4-bit slice through a 2-bit DAC costs two 2-bit conversions per row."""
+    macro = templates["aimc"].macro
+    two = replace(macro, input_bits_per_cycle=2, circuit=replace(macro.circuit, dac_bits=2))
+    four = replace(macro, input_bits_per_cycle=4, circuit=replace(macro.circuit, dac_bits=2))
+    e2 = MacroModel(two, Technology()).cycle_energy_pJ()["dacs"]
+    e4 = MacroModel(four, Technology()).cycle_energy_pJ()["dacs"]
+    assert MacroModel(four, Technology()).dac_steps == 2 and e4 == pytest.approx(2 * e2)
+    # per full-precision MAC the DAC energy is the same: half the cycles, twice the steps
+    assert e4 * four.cycles_per_mac == pytest.approx(e2 * two.cycles_per_mac)
+    assert MacroModel(four, Technology(), zigzag_compat=True).dac_steps == 1
+
+
+def test_reported_conditions_set_the_compared_mode():
+    """DIMC4's TOP/s/W is an INT4 figure: validation models it in that mode, the accelerator stays 8-bit."""
+    acc = load_accelerator(ROOT / "hardware" / "dimc4.yaml")
+    macro, tech = acc.measured()
+    assert (acc.macro.weight_bits, acc.macro.columns) == (8, 8)
+    assert (macro.weight_bits, macro.input_bits, macro.columns) == (4, 4, 16) and tech == acc.technology
+    dense8 = peak_performance(acc.macro, acc.technology)
+    int4 = peak_performance(macro, tech)
+    assert int4.macs_per_cycle == 4 * dense8.macs_per_cycle  # half the cycles, twice the outputs
+    assert int4.tops_per_w > 3 * dense8.tops_per_w
+    plain = load_accelerator(ROOT / "hardware" / "dimc1.yaml")
+    assert plain.measured() == (plain.macro, plain.technology)

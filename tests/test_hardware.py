@@ -26,7 +26,7 @@ SHIPPED = sorted((ROOT / "hardware").glob("*.yaml"))
 #        reported clock ns, area mm2, TOP/s/W, toggle, sparsity)
 CHIPS = {
     "aimc1": (22, 0.8, "analog", 1024, 512, 1, 2, 7, 7, 6, 1, 44.4, 1.9425, 1050, 1.0, 0.0),
-    "aimc2": (28, 0.9, "analog", 16, 12, 4, 8, 8, 2, 5, 32, 7.2, 0.468, 15.02, 1.0, 0.0),
+    "aimc2": (28, 0.9, "analog", 16, 12, 4, 8, 8, 4, 5, 32, 3.6, 0.468, 15.02, 1.0, 0.0),
     "aimc3": (22, 0.8, "analog", 64, 32, 8, 8, 8, 1, 3, 1, 2.75, 1.88, 18.7, 0.375, 0.5),
     "dimc1": (28, 0.9, "digital", 32, 6, 64, 8, 8, 2, None, 1, 5.13, 0.9408, 36.63, 0.5, 0.5),
     # dimc2 at 0.8 V with the paper's 27.38 TOP/s/W, the supply of its figures (UIUC); the notes give 0.9 V / 22
@@ -162,6 +162,8 @@ BAD = [
      "bad.yaml: macro.rows = 100: a digital macro's adder tree needs a power of two (64 or 128)"),
     ("toggle rate above 1", ("  adc_bits: 8", "  adc_bits: 8\n  activity: {input_toggle_rate: 1.5}"),
      "bad.yaml: macro.activity.input_toggle_rate = 1.5: must be <= 1"),
+    ("measurement mode that cannot exist", ("name: bad", "name: bad\nreported: {source: x, conditions: {input_bits: 7}}"),
+     "bad.yaml: reported.conditions: describe a macro that cannot exist: "),
     ("YAML syntax", ("  rows: 128", "  rows: [128"), "bad.yaml: line "),
     ("top level list", ("name: bad", "- name: bad"), None),
 ]

@@ -141,6 +141,14 @@ class MacroModel:
         return self.macro.input_bits_per_cycle if self.zigzag_compat else self.macro.dac_bits
 
     @property
+    def dac_steps(self) -> int:
+        """DAC conversions per row per cycle: a cycle's input slice wider than the DAC is applied in steps
+        (e.g. AIMC2's 4-bit half-inputs as two 2-bit voltage levels); ZigZag-IMC sizes the DAC to the slice."""
+        if self.zigzag_compat or not self.dac_bits:
+            return 1
+        return math.ceil(self.macro.input_bits_per_cycle / self.dac_bits)
+
+    @property
     def adc_bits(self) -> int:
         return self.macro.adc_bits or 0
 
@@ -233,16 +241,18 @@ class MacroModel:
 
         ZigZag-IMC counts only a given cell-group area (0 in its templates). The default mode falls
         back to the compute cell's transistor count (a NAND2 is 4 transistors), and otherwise to the
-        CACTI-fitted SRAM estimate of an array of rows x columns x weight bits x cells per group.
+        CACTI-fitted SRAM estimate of an array of rows x columns x weight bits x cells per group; the
+        columns behind a column multiplexer count too.
         """
         m = self.macro
-        groups = m.rows * m.columns
+        # the columns behind a column multiplexer hold weights too (ZigZag-IMC counts only the active ones)
+        groups = m.rows * m.columns * (1 if self.zigzag_compat else m.circuit.column_mux)
         if m.cell_group_area_um2 is not None or self.zigzag_compat:
             return (m.cell_group_area_um2 or 0.0) * groups / UM2_PER_MM2
         if m.cell_transistors is not None:
             return m.cell_transistors * self.gates.nand2_area_um2 / 4 * groups * m.cells_per_group / UM2_PER_MM2
         bits = groups * m.weight_bits * m.cells_per_group
-        return sram_area_mm2(bits, m.columns * m.weight_bits) * area_factor(self.technology.node_nm)
+        return sram_area_mm2(bits, groups // m.rows * m.weight_bits) * area_factor(self.technology.node_nm)
 
     # -- clock -----------------------------------------------------------------------------------
     def clock(self) -> Clock:
@@ -301,7 +311,7 @@ class MacroModel:
         e = dict.fromkeys(ENERGY_COMPONENTS, 0.0)
         bw = m.weight_bits
         if self.analog:
-            e["dacs"] = dac_energy_fJ(self.dac_bits, self.vdd_V) * r
+            e["dacs"] = dac_energy_fJ(self.dac_bits, self.vdd_V) * self.dac_steps * r
             adder_fJ = g.full_adder_fJ * self.adc_adder_bits
             e["adcs"] = (adc_energy_fJ(self.adc_bits, self.vdd_V) + adder_fJ) * bw * c * density
             e["mults"] = g.multiplier_fJ * bw * m.columns * r * toggle * density

@@ -30,10 +30,10 @@ def modelled_figures(peak: PeakPerformance) -> dict[str, float]:
 
 
 def chip_rows(acc: Accelerator, *, zigzag_compat: bool = False) -> list[ChipRow]:
-    """One row per metric the chip reports (clock, area, TOP/s/W, TOP/s/mm^2)."""
+    """One row per metric the chip reports (clock, area, TOP/s/W, TOP/s/mm^2), modelled in the measurement's mode."""
     if acc.reported is None:
         return []
-    peak = peak_performance(acc.macro, acc.technology, zigzag_compat=zigzag_compat)
+    peak = peak_performance(*acc.measured(), zigzag_compat=zigzag_compat)
     modelled = modelled_figures(peak)
     rows = []
     for metric in METRICS:
@@ -41,6 +41,14 @@ def chip_rows(acc: Accelerator, *, zigzag_compat: bool = False) -> list[ChipRow]
         if reported:
             rows.append(ChipRow(acc.name, metric, reported, modelled[metric], modelled[metric] / reported))
     return rows
+
+
+def conditions_text(acc: Accelerator) -> str:
+    """The reported measurement's macro settings, e.g. 'weight_bits 4, input_bits 4, columns 16' ('' if none)."""
+    cond = acc.reported.conditions if acc.reported is not None else None
+    if cond is None:
+        return ""
+    return ", ".join(f"{k} {v:g}" for k, v in asdict(cond).items() if v is not None)
 
 
 def rows_to_csv(rows: list[ChipRow]) -> str:
@@ -57,7 +65,7 @@ def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    peaks = {acc.name: peak_performance(acc.macro, acc.technology, zigzag_compat=zigzag_compat) for acc in chips}
+    peaks = {acc.name: peak_performance(*acc.measured(), zigzag_compat=zigzag_compat) for acc in chips}
     names = [acc.name for acc in chips]
     panels = [
         ("clock period (ns)", "clock_ns", lambda p: p.clock.path_ns if not p.clock.pipelined else
@@ -104,6 +112,8 @@ def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat:
     missing = {r.chip for r in rows if r.metric != "tops_per_mm2" and not 0.8 <= r.ratio <= 1.2}
     reasons = "".join(f"<li><b>{acc.name}</b>: {html.escape(acc.reported.notes)}</li>"
                       for acc in chips if acc.name in missing and acc.reported is not None)
+    modes = "".join(f"<li><b>{acc.name}</b>: {html.escape(conditions_text(acc))}</li>"
+                    for acc in chips if conditions_text(acc))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>cim-dse chip validation</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
@@ -111,6 +121,7 @@ def report_html(chips: list[Accelerator], rows: list[ChipRow], *, zigzag_compat:
         "<h1>Cost model vs. reported chip figures</h1>"
         "<p>Ratio = modelled / reported; green within ±20%. Energy is shown per MAC (2000 / TOP/s/W).</p>"
         f"<table><tr><th>chip</th><th>metric</th><th>reported</th><th>modelled</th><th>ratio</th></tr>{table}</table>"
+        + (f"<h2>Chips modelled in the mode of their measurement</h2><ul>{modes}</ul>" if modes else "")
         + (f"<h2>Chips outside ±20%, and why</h2><ul>{reasons}</ul>" if reasons else "")
         + f"{body}</body></html>"
     )

@@ -11,6 +11,7 @@ Memory operands are ZigZag's: I1 = activations in, I2 = weights (stored operand)
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -49,13 +50,15 @@ class Circuit:
 
     dac_bits: int | None = Field(
         None, ge=0, description="DAC resolution in bits; default: input_bits_per_cycle for an analog "
-        "macro driving more than 1 bit per cycle, else 0 (no DAC)"
+        "macro driving more than 1 bit per cycle, else 0 (no DAC); a narrower DAC applies each cycle's input slice in "
+        "ceil(input_bits_per_cycle / dac_bits) steps"
     )
     rows_active: int | None = Field(
         None, gt=0, description="rows summed per conversion when fewer than the physical rows (default: rows)"
     )
     pipelined: bool = Field(False, description="datapath pipelined: clock = slowest stage, not the whole path")
-    column_mux: int = Field(1, gt=0, description="columns sharing one ADC / adder tree (time-multiplexed)")
+    column_mux: int = Field(1, gt=0, description="columns sharing one ADC / adder tree (time-multiplexed); their cells "
+                            "count in the area, the mapper uses the weights of the active columns only")
     adder_input_bits: int | None = Field(None, gt=0, description="adder-tree input width in bits, if not derived")
     accumulator_bits: int | None = Field(None, gt=0, description="accumulator width in bits, if not derived")
     output_bits: int | None = Field(None, gt=0, description="macro output width in bits, if not derived")
@@ -292,6 +295,36 @@ class Memory:
         return self
 
 
+def _first_problem(err: ValueError) -> str:
+    """'field = value: reason' of the first failure of a nested validation (pydantic or FieldProblem)."""
+    errors = getattr(err, "errors", None)
+    if not callable(errors):
+        return str(err)
+    first = errors()[0]
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, FieldProblem):
+        sep = " " if cause.message.startswith("= ") else ": "
+        return f"macro.{cause.field}{sep}{cause.message}"
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Conditions:
+    """Macro settings during a reported measurement where they differ from the YAML's macro.
+
+    A chip whose figures were measured in another precision mode (DIMC4's TOP/s/W is an INT4 figure) or
+    at another supply is compared with the model in that mode; the accelerator itself is unchanged.
+    """
+
+    weight_bits: int | None = Field(None, gt=0, le=32, description="bits per weight during the measurement")
+    input_bits: int | None = Field(None, gt=0, le=32, description="bits per input during the measurement")
+    input_bits_per_cycle: int | None = Field(None, gt=0, description="input bits per cycle during the measurement")
+    columns: int | None = Field(None, gt=0, description="output columns in that mode (e.g. twice as many at half "
+                                "the weight bits on the same array)")
+    vdd_V: float | None = Field(None, gt=0, description="supply during the measurement, V")
+
+
 @dataclass(frozen=True, config=_STRICT)
 class Reported:
     """Figures measured on a fabricated chip, with where they come from and the conditions."""
@@ -304,6 +337,8 @@ class Reported:
     tops_per_mm2: float | None = Field(None, gt=0, description="reported or derived TOP/s/mm^2")
     input_toggle_rate: float | None = Field(None, ge=0, le=1, description="input toggle rate of the measurement")
     weight_sparsity: float | None = Field(None, ge=0, le=1, description="weight sparsity of the measurement")
+    conditions: Conditions | None = Field(None, description="macro settings of the measurement where they differ "
+                                          "from the macro's; validate-chips models the figures in that mode")
     notes: str = Field("", description="what the figures include, caveats")
 
 
@@ -333,7 +368,24 @@ class Accelerator:
                         "memories",
                         f"no level holds operand {op} ({OPERAND_MEANING[op]}); add it to the outermost level",
                     )
+        if self.reported is not None and self.reported.conditions is not None:
+            try:
+                self.measured()
+            except ValueError as err:  # pydantic's ValidationError is a ValueError
+                raise FieldProblem("reported.conditions",
+                                   f"describe a macro that cannot exist: {_first_problem(err)}") from None
         return self
+
+    def measured(self) -> tuple[Macro, Technology]:
+        """The macro and technology of the reported measurement (``reported.conditions`` applied)."""
+        cond = self.reported.conditions if self.reported is not None else None
+        if cond is None:
+            return self.macro, self.technology
+        fields = ("weight_bits", "input_bits", "input_bits_per_cycle", "columns")
+        changes = {f: getattr(cond, f) for f in fields if getattr(cond, f) is not None}
+        macro = dataclasses.replace(self.macro, **changes) if changes else self.macro
+        tech = self.technology if cond.vdd_V is None else dataclasses.replace(self.technology, vdd_V=cond.vdd_V)
+        return macro, tech
 
     def memory(self, name: str) -> Memory:
         for m in self.memories:
