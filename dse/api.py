@@ -7,23 +7,32 @@
 The first four values are those of ZigZag-IMC's ``get_hardware_performance_zigzag(...,
 in_memory_compute=True)``; the fifth is a :class:`dse.cost.network.NetworkCost` with every layer's
 energy breakdown, latency split and chosen mapping.
+
+Switching activity: by default every layer is priced at the macro's ``activity`` (hardware YAML) unless the
+mapping file has an ``activity`` entry for it. ``evaluate(..., activity="measured")`` measures each layer's input
+toggle rate and weight sparsity on a data set (:func:`dse.cost.activity.measure_activity`; the workload must be
+the ONNX model with its weights) and prices the layers at those; ``activity={layer: {...}}`` gives them
+directly. A mapping-file ``activity`` entry that applies to a layer still wins, field by field.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
 
 from dse.atomic import write_atomic
+from dse.cost.activity import DEFAULT_SAMPLES, activity_overrides, measure_activity
 from dse.cost.network import OBJECTIVES, NetworkCost, evaluate_network
 from dse.errors import InputError
 from dse.hardware import Accelerator, load_accelerator
 from dse.mapping import MappingSpec, check_mapping, load_mapping
 from dse.workload import Workload, load_onnx
 
-__all__ = ["evaluate", "explore", "get_hardware_performance", "plot_run", "run_exploration", "write_results"]
+__all__ = ["evaluate", "explore", "get_hardware_performance", "measure_activity", "plot_run", "run_exploration",
+           "write_results"]
 
 
 def _workload(workload: str | Path | Workload | onnx.ModelProto) -> Workload:
@@ -39,15 +48,35 @@ def _mapping(mapping: str | Path | MappingSpec) -> MappingSpec:
 
 
 def evaluate(workload, accelerator, mapping, *, opt: str = "latency", zigzag_compat: bool = False,
-             progress=None) -> NetworkCost:
-    """Map and price every compute layer; inputs are paths or the loaded objects."""
+             progress=None, activity: str | dict | None = None, dataset: str = "digits",
+             data_path: str | Path | None = None, activity_samples: int = DEFAULT_SAMPLES) -> NetworkCost:
+    """Map and price every compute layer; inputs are paths or the loaded objects.
+
+    ``activity``: None (the macro's defaults), ``"measured"`` (measured on ``activity_samples`` images of
+    ``dataset``, read from ``data_path`` unless built in) or ``{layer: {"input_toggle_rate": .., "weight_sparsity":
+    ..}}`` (or :class:`~dse.cost.activity.LayerActivity` values). The mapping file's ``activity`` entries win.
+    """
     if opt not in OBJECTIVES:
         raise InputError(None, "opt", f"= {opt!r}: expected one of {', '.join(OBJECTIVES)}")
     wl, acc, spec = _workload(workload), _accelerator(accelerator), _mapping(mapping)
     check_mapping(spec, wl, acc)
     wl = wl.with_precisions(spec.precision_of)
     _check_precisions(wl, acc, spec)
-    return evaluate_network(wl, acc, spec, opt=opt, zigzag_compat=zigzag_compat, progress=progress)
+    per_layer, label = None, "macro"
+    if isinstance(activity, str):
+        if activity != "measured":
+            raise InputError(None, "activity", f"= {activity!r}: expected 'measured', a per-layer dict or None")
+        if not isinstance(workload, str | Path | onnx.ModelProto):
+            raise InputError(None, "activity", "= 'measured' needs the ONNX model with its weights",
+                             "pass the workload as a path (or a ModelProto), not a loaded Workload")
+        measured = measure_activity(workload, wl, acc, dataset=dataset, data_path=data_path,
+                                    samples=activity_samples)
+        per_layer, label = activity_overrides(measured, wl), f"measured on {dataset} ({activity_samples} samples)"
+    elif activity is not None:
+        per_layer, label = activity_overrides(activity, wl), "given"
+    result = evaluate_network(wl, acc, spec, opt=opt, zigzag_compat=zigzag_compat, progress=progress,
+                              activity=per_layer)
+    return result if per_layer is None else replace(result, activity=label)
 
 
 def _check_precisions(wl: Workload, acc: Accelerator, spec: MappingSpec) -> None:
@@ -66,9 +95,13 @@ def _check_precisions(wl: Workload, acc: Accelerator, spec: MappingSpec) -> None
 
 
 def get_hardware_performance(workload, accelerator, mapping, *, opt: str = "latency",
-                             dump_folder: str | Path | None = None, zigzag_compat: bool = False):
-    """``(energy_pJ, latency_cycles, clock_ns, area_mm2, NetworkCost)``, optionally written to ``dump_folder``."""
-    result = evaluate(workload, accelerator, mapping, opt=opt, zigzag_compat=zigzag_compat)
+                             dump_folder: str | Path | None = None, zigzag_compat: bool = False,
+                             activity: str | dict | None = None, dataset: str = "digits",
+                             data_path: str | Path | None = None, activity_samples: int = DEFAULT_SAMPLES):
+    """``(energy_pJ, latency_cycles, clock_ns, area_mm2, NetworkCost)``, optionally written to ``dump_folder``;
+    ``activity`` and the data-set options as :func:`evaluate`."""
+    result = evaluate(workload, accelerator, mapping, opt=opt, zigzag_compat=zigzag_compat, activity=activity,
+                      dataset=dataset, data_path=data_path, activity_samples=activity_samples)
     if dump_folder is not None:
         write_results(result, dump_folder)
     return result.energy_pJ, result.latency_cycles, result.clock_ns, result.area_total_mm2, result

@@ -299,8 +299,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         def progress(i: int, n: int, name: str) -> None:
             bar.update(task, total=n, completed=i, description=f"mapping {name}")
 
+        if args.activity == "measured":
+            bar.update(task, description=f"measuring activity on {args.dataset}")
         result = evaluate(args.workload, args.hardware, args.mapping, opt=args.opt,
-                          zigzag_compat=args.zigzag_compat, progress=progress)
+                          zigzag_compat=args.zigzag_compat, progress=progress,
+                          activity=None if args.activity == "macro" else args.activity, dataset=args.dataset,
+                          data_path=args.data_path, activity_samples=args.activity_samples)
     default = Path("outputs") / f"{Path(args.hardware).stem}-{Path(args.workload).stem}"
     out = Path(args.output) if args.output else default
     paths = write_results(result, out)
@@ -322,6 +326,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"energy {result.energy_pJ:.4g} pJ, latency {result.latency_cycles:,.0f} cycles x "
                   f"{result.clock_ns:.4g} ns = {result.latency_s * 1e3:.4g} ms, area {result.area_total_mm2:.4g} mm2")
+    if result.activity != "macro":
+        console.print(f"switching activity {result.activity} (mapping-file activity entries win; per layer in "
+                      "layers.json)")
     console.print(f"wrote {', '.join(display_path(p) for p in paths)}")
     return 0
 
@@ -334,7 +341,48 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", help="results folder (default outputs/<hardware>-<workload>/)")
     p.add_argument("--zigzag-compat", action="store_true", help="ZigZag-IMC's original macro arithmetic")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--activity", choices=("macro", "measured"), default="macro",
+                   help="switching activity: the macro's defaults, or measured per layer on --dataset (needs the "
+                   "model's weights); mapping-file activity entries win either way")
+    p.add_argument("--dataset", default="digits", help="data set of --activity measured: digits (built in), "
+                   "cifar10, cifar100 or imagenet")
+    p.add_argument("--data-path", help="folder of the data set (CIFAR python layout; ImageNet class folders)")
+    p.add_argument("--activity-samples", type=int, default=256, help="test images --activity measured runs "
+                   "(a seeded subset; default 256)")
     p.set_defaults(func=cmd_evaluate)
+
+
+# -- activity -------------------------------------------------------------------------------
+def cmd_activity(args: argparse.Namespace) -> int:
+    from dse.cost.activity import measure_activity
+    from dse.hardware import load_accelerator
+
+    acc = load_accelerator(args.hardware)
+    workload = _load_workload(args.workload, args.mapping)
+    with Console(stderr=True).status(f"measuring activity on {args.dataset}"):
+        measured = measure_activity(args.workload, workload, acc, dataset=args.dataset, data_path=args.data_path,
+                                    samples=args.samples, seed=args.seed)
+    if args.json:
+        _print_json([row.to_json() for row in measured.values()])
+        return 0
+    m = acc.macro
+    title = (f"{workload.name} on {acc.name}, {args.dataset} (up to {args.samples} test images): W{m.weight_bits} "
+             f"planes, I{m.input_bits} in slices of {m.input_bits_per_cycle} bit(s)")
+    table = Table(title=title, title_justify="left")
+    for col in ("layer", "stored", "W/I bits", "weight sparsity", "input toggle rate", "input density", "vectors"):
+        table.add_column(col, justify="left" if col in ("layer", "stored") else "right")
+    for row in measured.values():
+        table.add_row(row.layer, row.stored, f"{row.weight_bits}/{row.input_bits}", f"{row.weight_sparsity:.4f}",
+                      f"{row.input_toggle_rate:.4f}", f"{row.input_density:.4f}", f"{row.vectors:,}")
+    table.add_section()
+    a = m.activity
+    table.add_row("macro default", "", "", f"{a.weight_sparsity:.4f}", f"{a.input_toggle_rate:.4f}", "", "")
+    console = _console()
+    console.print(table)
+    console.print("weight sparsity = 0 bits / stored two's-complement bits; toggle rate = changed bits between "
+                  "consecutive input slices on a row; density = 1 bits / input bits. Price with them: "
+                  "cim-dse evaluate ... --activity measured")
+    return 0
 
 
 # -- validate-chips ------------------------------------------------------------------------
@@ -716,6 +764,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="map a workload onto an accelerator and report energy, latency and area")
     add_evaluate_arguments(p)
+
+    p = sub.add_parser("activity", help="measure each layer's weight sparsity, input toggle rate and input density "
+                       "on a data set")
+    p.add_argument("workload", help="ONNX model with weights")
+    p.add_argument("hardware", help="accelerator YAML (weight_bits, input_bits, input_bits_per_cycle)")
+    p.add_argument("--mapping", help="mapping YAML whose precision overrides apply")
+    p.add_argument("--dataset", default="digits", help="digits (built in), cifar10, cifar100 or imagenet")
+    p.add_argument("--data-path", help="folder of the data set (CIFAR python layout; ImageNet class folders)")
+    p.add_argument("--samples", type=int, default=256, help="test images the network runs (a seeded subset; "
+                   "default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON list of rows")
+    p.set_defaults(func=cmd_activity)
 
     p = sub.add_parser("validate-chips", help="compare the cost model with the 7 chips' reported figures")
     p.add_argument("--json", action="store_true", help="print one JSON list of rows")

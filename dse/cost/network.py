@@ -6,7 +6,9 @@ precharge; every memory level per full-width access (its YAML energies, else the
 ``dse.cost.memory``). Latency = compute cycles + stalls where a level's ports cannot keep up +
 weight loading the macro cannot hide. Area = the macros + the memory levels. A macro with PAC
 (``accuracy.pac_operand``) has its chosen mapping priced with fewer exact cycles and input reads plus the
-popcount hardware (:mod:`dse.cost.pac`).
+popcount hardware (:mod:`dse.cost.pac`). The switching activity a layer is priced at is, field by field, the
+mapping file's ``activity`` entry when it sets one, else a measured or given per-layer value
+(:mod:`dse.cost.activity`), else the macro's default.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from dse.cost.activity import combine
 from dse.cost.macro import ENERGY_COMPONENTS, MacroModel
 from dse.cost.memory import memory_costs, word_accesses
 from dse.cost.pac import input_read_fraction, overhead_pJ, pac_counts, pac_factors, pac_macro_energy
@@ -24,7 +27,7 @@ from dse.hardware.schema import ARRAY_DIMS, Accelerator
 from dse.mapping.loops import product
 from dse.mapping.mapper import SearchSettings, search_cached
 from dse.mapping.spatial import SpatialMapping
-from dse.mapping.spec import MappingSpec
+from dse.mapping.spec import ActivityOverride, MappingSpec
 from dse.mapping.temporal import CELLS, ActionCounts, BatchCounts
 from dse.workload.graph import Workload
 from dse.workload.layer import Layer
@@ -47,6 +50,7 @@ class LayerCost:
     weight_load_cycles: float
     clock_ns: float
     counts: ActionCounts = field(repr=False)
+    activity: dict[str, Any] | None = None  # the activity priced: input_toggle_rate, weight_sparsity, source
 
     @property
     def energy_pJ(self) -> float:
@@ -81,6 +85,7 @@ class LayerCost:
             "latency_s": self.latency_s,
             "spatial_utilization": self.utilization,
             "array_occupancy": c.array_occupancy,
+            "activity": self.activity,
             "mapping": {
                 "spatial": {a: [[d, s] for d, s in c.spatial.on(a)] for a in ARRAY_DIMS},
                 "weight_diagonal": c.spatial.diagonal is not None,
@@ -115,6 +120,7 @@ class NetworkCost:
     zigzag_compat: bool
     opt: str
     programming: ProgrammingCost | None = None  # NVM write-verify of the weights, when the macro has variation
+    activity: str = "macro"  # where the per-layer activity came from: macro (defaults), measured (on DATA), given
 
     @property
     def energy_pJ(self) -> float:
@@ -157,6 +163,7 @@ class NetworkCost:
             "layers": len(self.layers),
             "macs": self.macs,
             "spatial_utilization": self.utilization,
+            "activity": self.activity,
             "energy_breakdown_pJ": self.energy_breakdown(),
             **({} if self.programming is None else {
                 "program_energy_pJ": self.programming.energy_pJ, "program_time_s": self.programming.time_s,
@@ -173,6 +180,20 @@ class NetworkCost:
         return out
 
 
+def _activity_used(mapped: ActivityOverride | None, given: ActivityOverride | None,
+                   acc: Accelerator) -> dict[str, Any]:
+    """The activity a layer is priced at and where each figure came from (mapping, measured, macro)."""
+    used: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in ("input_toggle_rate", "weight_sparsity"):
+        for source, where in (("mapping", mapped), ("measured", given), ("macro", acc.macro.activity)):
+            value = getattr(where, name, None)
+            if value is not None:
+                used[name], sources[name] = value, source
+                break
+    return {**used, "source": sources}
+
+
 def _word_accesses(bits: Any, min_word_bits: int | None, word_bits: int) -> Any:
     """``word_accesses``, also on an array of bit counts."""
     if isinstance(bits, np.ndarray):
@@ -185,11 +206,14 @@ class Pricer:
     """Prices action counts of one layer on one accelerator; the per-level and per-shape constants are
     computed once, so the mapper can score thousands of candidate mappings cheaply."""
 
-    def __init__(self, layer: Layer, acc: Accelerator, spec: MappingSpec | None, zigzag_compat: bool):
+    def __init__(self, layer: Layer, acc: Accelerator, spec: MappingSpec | None, zigzag_compat: bool,
+                 activity: ActivityOverride | None = None):
         self.layer, self.acc, self.zigzag_compat = layer, acc, zigzag_compat
         self.model = MacroModel(acc.macro, acc.technology, zigzag_compat)
         self.clock_ns = acc.clock_ns or self.model.clock().period_ns
-        self.activity = spec.resolve(layer).activity if spec is not None else None
+        mapped = spec.resolve(layer).activity if spec is not None else None
+        self.activity = combine(mapped, activity)  # ``activity``: measured or given; the mapping file wins
+        self.activity_used = None if zigzag_compat else _activity_used(mapped, activity, acc)
         self.cell_write_pJ = self.model.cell_write_energy_pJ()
         self.precharge_pJ = self.model.precharge_energy_pJ(1)
         self.memories = {m.name: (m, memory_costs(m, acc.technology)) for m in acc.memories}
@@ -259,7 +283,7 @@ class Pricer:
             layer=layer.name, op=layer.op, macs=layer.macs, macro_energy_pJ=macro,
             memory_energy_pJ=self.memory_energy(counts), compute_cycles=counts.compute_cycles,
             stall_cycles=counts.stall_cycles, weight_load_cycles=counts.weight_load_cycles, clock_ns=self.clock_ns,
-            counts=counts,
+            counts=counts, activity=self.activity_used,
         )
 
 
@@ -296,16 +320,18 @@ def _objective(pricer: Pricer, opt: str):
 
 
 def evaluate_layer(layer: Layer, acc: Accelerator, spec: MappingSpec, *, opt: str = "latency",
-                   zigzag_compat: bool = False, settings: SearchSettings = SearchSettings()) -> LayerCost:  # noqa: B008
-    """Map ``layer`` for ``opt`` and price the best mapping."""
+                   zigzag_compat: bool = False, settings: SearchSettings = SearchSettings(),  # noqa: B008
+                   activity: ActivityOverride | None = None) -> LayerCost:
+    """Map ``layer`` for ``opt`` and price the best mapping; ``activity``: a measured or given activity for the
+    layer (the mapping file's ``activity`` entry still wins, field by field)."""
     if opt not in OBJECTIVES:
         raise ValueError(f"opt = {opt!r}: expected one of {', '.join(OBJECTIVES)}")
     resolved = spec.resolve(layer)
-    pricer = Pricer(layer, acc, spec, zigzag_compat)
+    pricer = Pricer(layer, acc, spec, zigzag_compat, activity)
     score, bound, batch = _objective(pricer, opt)
     if zigzag_compat and not settings.divisors_only:
         settings = replace(settings, divisors_only=True)
-    counts = search_cached(layer, acc, resolved, score, (opt, zigzag_compat, repr(resolved.activity)), settings,
+    counts = search_cached(layer, acc, resolved, score, (opt, zigzag_compat, repr(pricer.activity)), settings,
                            spec.source, bound, batch)
     return pricer.layer_cost(counts)
 
@@ -328,15 +354,20 @@ def memory_area_mm2(acc: Accelerator, zigzag_compat: bool) -> dict[str, float]:
 
 def evaluate_network(workload: Workload, acc: Accelerator, spec: MappingSpec, *, opt: str = "latency",
                      zigzag_compat: bool = False, settings: SearchSettings = SearchSettings(),  # noqa: B008
-                     progress=None) -> NetworkCost:
-    """Every compute layer of ``workload`` mapped and priced; ``progress(i, n, name)`` is called per layer."""
+                     progress=None, activity: dict[str, ActivityOverride] | None = None) -> NetworkCost:
+    """Every compute layer of ``workload`` mapped and priced; ``progress(i, n, name)`` is called per layer.
+
+    ``activity``: per-layer measured or given activity by layer name (:mod:`dse.cost.activity`), below the mapping
+    file's ``activity`` entries and above the macro's defaults."""
+    activity = activity or {}
     model = MacroModel(acc.macro, acc.technology, zigzag_compat)
     layers = []
     todo = workload.layers
     for i, layer in enumerate(todo):
         if progress is not None:
             progress(i, len(todo), layer.name)
-        layers.append(evaluate_layer(layer, acc, spec, opt=opt, zigzag_compat=zigzag_compat, settings=settings))
+        layers.append(evaluate_layer(layer, acc, spec, opt=opt, zigzag_compat=zigzag_compat, settings=settings,
+                                     activity=activity.get(layer.name)))
     area = {f"macro.{k}": v for k, v in model.area_mm2().items()}
     area.update({f"memory.{k}": v for k, v in memory_area_mm2(acc, zigzag_compat).items()})
     variation = acc.macro.accuracy.device_variation

@@ -36,7 +36,7 @@ class Technology:
 
 @dataclass(frozen=True, config=_STRICT)
 class Activity:
-    """Switching activity the energy model assumes (overridable per layer in the mapping file)."""
+    """Switching activity the energy model assumes (per layer: the mapping file, or `--activity measured`)."""
 
     input_toggle_rate: float = Field(
         0.5, ge=0, le=1, description="fraction of input bits that toggle from one cycle to the next"

@@ -75,10 +75,14 @@ class PrecisionOverride:
 
 @dataclass(frozen=True, config=_STRICT)
 class ActivityOverride:
-    """Switching activity that replaces the macro's default for the matching layers."""
+    """Switching activity that replaces the macro's default, and measured activity, for the matching layers.
 
-    input_toggle_rate: float | None = Field(None, ge=0, le=1)
-    weight_sparsity: float | None = Field(None, ge=0, le=1)
+    Field by field: an unset field keeps the measured value (``--activity measured``) or the macro's default.
+    """
+
+    input_toggle_rate: float | None = Field(
+        None, ge=0, le=1, description="fraction of input bits that toggle from one cycle to the next")
+    weight_sparsity: float | None = Field(None, ge=0, le=1, description="fraction of stored weight bits that are 0")
 
 
 @dataclass(frozen=True, config=_STRICT)
