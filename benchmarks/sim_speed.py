@@ -11,10 +11,14 @@ noise and with 1 % of full scale noise. Rows of the table:
 - ours: unfold (channels-last, uint8 codes) + :func:`dse.accuracy.core.cim_matmul`, once per
   epilogue path (``CIM_DSE_KERNEL``): ``torch`` (whole-tensor passes after one batched GEMM),
   ``popcount`` (numba: AND + popcount of packed bit planes fused with the ADC epilogue) and
-  ``gemm`` (numba: the torch bit-plane GEMM, then the fused epilogue).
+  ``gemm`` (numba: the torch bit-plane GEMM, then the fused epilogue). The numba paths draw noisy
+  codes by table sampling (``CIM_DSE_NOISE=table``, the default); in the noisy cases they are
+  timed again with Box-Muller normals (``CIM_DSE_NOISE=normal``), and ``normal / table`` is the
+  ratio of the two times (popcount, gemm).
 
-Times are medians of several runs (the loop: fewer); ``os.getloadavg()`` is printed with each
-case because the machine is shared. ``max |ours - loop|`` (noise-free cases) shows that they
+Times are medians of several runs (the loop: fewer); the runs of ours take turns (one call of each
+path and sampler per round), so load changes on the shared machine hit them alike, and
+``os.getloadavg()`` is printed with each case. ``max |ours - loop|`` (noise-free cases) shows that they
 compute the same thing; the three paths of ours are asserted equal bit for bit without noise.
 The numba kernels are compiled (or loaded from numba's cache) before timing.
 
@@ -24,10 +28,11 @@ The numba kernels are compiled (or loaded from numba's cache) before timing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +43,7 @@ from dse.accuracy.core import CimConfig, cim_matmul
 
 ROWS = 255
 PATHS = ("torch", "popcount", "gemm")
+NOISE_PATHS = ("popcount", "gemm")  # timed with both noise samplers in the noisy cases
 BITS = 8
 
 
@@ -90,6 +96,45 @@ def timed(fn: Callable[[], Tensor], repeats: int, warm_up: bool = True) -> tuple
     return statistics.median(times), result
 
 
+@contextlib.contextmanager
+def environment(kernel: str, sampler: str) -> Iterator[None]:
+    """CIM_DSE_KERNEL and CIM_DSE_NOISE set for the block."""
+    saved = {k: os.environ.get(k) for k in (core_fused.ENV, core_fused.NOISE_ENV)}
+    os.environ[core_fused.ENV], os.environ[core_fused.NOISE_ENV] = kernel, sampler
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def ours_fn(x8: Tensor, wm: Tensor, config: CimConfig, batch: int, kernel: str, sampler: str) -> Callable[[], Tensor]:
+    """The layer through cim_matmul on one epilogue path and noise sampler (a fresh generator, seed 1, per call)."""
+
+    def ours() -> Tensor:
+        with environment(kernel, sampler):
+            y = cim_matmul(unfold_cl(x8), wm, config, generator=torch.Generator().manual_seed(1))
+        return y.reshape(batch, 32, 32, 64).permute(0, 3, 1, 2)
+
+    return ours
+
+
+def timed_interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median wall time of each function over ``repeats`` rounds that call every function once in turn
+    (after one warm-up round), so that the shared machine's load drifts over all of them alike."""
+    results = {k: fn() for k, fn in fns.items()}
+    times: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            results[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, results
+
+
 def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
@@ -121,28 +166,28 @@ def main() -> None:
     print(f"plain conv {t_plain:.3f} s; unfold (uint8, channels-last) {t_unfold:.3f} s; "
           f"F.unfold fp32 {t_funfold:.3f} s; load {load()}")
 
-    paths = PATHS if core_fused.kernels() is not None else PATHS[:1]
+    fused = core_fused.kernels() is not None
+    paths = PATHS if fused else PATHS[:1]
+    normal_paths = NOISE_PATHS if fused else ()
     cases = [(8, 0.0), (8, 1.0), (6, 0.0), (6, 1.0)]
     lines = ["| case | plain conv (s) | per-cycle loop (s) | "
-             + " | ".join(f"ours, {p} (s)" for p in paths)
+             + " | ".join([f"ours, {p} (s)" for p in paths] + [f"{p}, normal noise (s)" for p in normal_paths])
+             + (" | normal / table" if normal_paths else "")
              + " | best / plain | loop / best | max abs(ours - loop) | load (1/5/15 min) |",
-             "|---" * (7 + len(paths)) + "|"]
+             "|---" * (7 + len(paths) + len(normal_paths) + bool(normal_paths)) + "|"]
     for adc, noise in cases:
         config = CimConfig(weight_bits=BITS, input_bits=BITS, rows=ROWS, adc_bits=adc, noise_sigma_pct=noise)
-        times, outs = {}, {}
-        for kernel in paths:
-            os.environ[core_fused.ENV] = kernel
-            gen = torch.Generator().manual_seed(1)
-
-            def ours(config: CimConfig = config, gen: torch.Generator = gen) -> Tensor:
-                y = cim_matmul(unfold_cl(x8), wm, config, generator=gen)
-                return y.reshape(args.batch, 32, 32, 64).permute(0, 3, 1, 2)
-
-            cim_matmul(cols[:64], wm, config, generator=gen)  # numba: compile or load the cached kernels
-            times[kernel], outs[kernel] = timed(ours, args.repeats)
-            if config.lossless:  # one int8 GEMM, the same for every path
-                break
-        os.environ.pop(core_fused.ENV)
+        runs = [(kernel, "table") for kernel in (paths[:1] if config.lossless else paths)]  # lossless: one GEMM
+        if noise > 0:
+            runs += [(kernel, "normal") for kernel in normal_paths]
+        fns = {run: ours_fn(x8, wm, config, args.batch, *run) for run in runs}
+        for run in runs:
+            with environment(*run):
+                cim_matmul(cols[:64], wm, config)  # numba: compile or load the cached kernels
+        medians, results = timed_interleaved(fns, args.repeats)
+        times = {kernel: medians[kernel, s] for kernel, s in runs if s == "table"}
+        outs = {kernel: results[kernel, s] for kernel, s in runs if s == "table"}
+        normal_times = {kernel: medians[kernel, s] for kernel, s in runs if s == "normal"}
         y = outs["torch"]
         if adc == 8 and noise == 0:
             assert torch.equal(y, ref), "lossless case must equal the plain conv"
@@ -155,8 +200,12 @@ def main() -> None:
         diff = f"{(y - y_loop).abs().max().item():.3g}" if noise == 0 else "(noisy)"
         best = min(times.values())
         name = f"ADC {adc}, noise {noise:g} %" + (" (lossless)" if config.lossless else "")
-        cells = " | ".join(f"{times[p]:.3f}" if p in times else "(same)" for p in paths)
-        lines.append(f"| {name} | {t_plain:.3f} | {t_loop:.2f} | {cells} | {best / t_plain:.1f}x "
+        cells = [f"{times[p]:.3f}" if p in times else "(same)" for p in paths]
+        cells += [f"{normal_times[p]:.3f}" if p in normal_times else "-" for p in normal_paths]
+        if normal_paths:
+            cells.append(", ".join(f"{normal_times[p] / times[p]:.2f}x" for p in normal_paths)
+                         if normal_times else "-")
+        lines.append(f"| {name} | {t_plain:.3f} | {t_loop:.2f} | {' | '.join(cells)} | {best / t_plain:.1f}x "
                      f"| {t_loop / best:.1f}x | {diff} | {load()} |")
         print(lines[-1], flush=True)
     print()

@@ -15,8 +15,20 @@ AMX (bf16 GEMM far faster than popcounts), ``popcount`` on other CPUs, and the t
 tensors or when numba cannot be imported.
 
 Noise: one 64-bit key per call is drawn from the caller's generator (``torch.randint``); every
-normal is a pure function of (key, global row, group, column, conversion), so results do not depend
-on threads, blocks or M-chunking (see ``core_kernels``).
+random number is a pure function of (key, global row, group, column, conversion), so results do not
+depend on threads, blocks or M-chunking (see ``core_kernels``). Environment variable
+``CIM_DSE_NOISE`` (:func:`noise_for`) picks how a noisy conversion's code is drawn:
+
+- ``table`` (default): exact inverse-CDF sampling of the code from one 32-bit uniform U per
+  conversion: code >= c iff U >= T(c) = 2^32 Phi((c - 1/2 - u) / std) - 1/2, so code c has the
+  probability Phi((c + 1/2 - u)/std) - Phi((c - 1/2 - u)/std) (tails folded into 0 and L) to 2^-32,
+  for any u and std (the nonlinear std included). The fast way to those comparisons is
+  u + std * Phi^-1((U + 1/2) / 2^32) from a per-octave polynomial table (:func:`quantile_table`,
+  error below :data:`QUANTILE_ERROR`); within ``margin`` of a code boundary (about 1e-4 of the
+  conversions) the kernel compares U with the thresholds themselves in float64. No transcendental
+  function per conversion and no table per column sum, so nothing falls back on size.
+- ``normal``: a float32 Box-Muller normal per conversion, scaled, added, clamped and rounded (the
+  distribution to float32 accuracy of its log and sin/cos; 3-4x slower to draw).
 """
 
 from __future__ import annotations
@@ -39,6 +51,14 @@ if TYPE_CHECKING:
 
 KERNELS = ("auto", "torch", "popcount", "gemm")
 ENV = "CIM_DSE_KERNEL"
+NOISES = ("table", "normal")
+NOISE_ENV = "CIM_DSE_NOISE"
+QUANTILE_DEGREE = 6
+"""Degree of the per-octave polynomials of :func:`quantile_table`."""
+QUANTILE_ERROR = 2e-6
+"""Bound on |z - Phi^-1((U + 1/2) / 2^32)| of the kernels' quantiles (measured: 7.4e-7 at most, over all 2^32 U)."""
+Z_MAX = 6.4
+"""Bound on |z| of the quantiles (Phi^-1(2^-33) = -6.34)."""
 
 
 @cache
@@ -64,10 +84,38 @@ def kernel_for(device: torch.device) -> str:
     return choice
 
 
+def noise_for() -> str:
+    """``table`` or ``normal``: how the fused kernels draw noisy codes (module docstring)."""
+    choice = os.environ.get(NOISE_ENV, "table").strip().lower() or "table"
+    if choice not in NOISES:
+        raise ValueError(f"{NOISE_ENV}={choice!r}: must be one of {', '.join(NOISES)}")
+    return choice
+
+
+@cache
+def quantile_table() -> np.ndarray:
+    """(QUANTILE_DEGREE + 1, 32) float32: coefficient k of x^k for each octave of the kernels' quantiles.
+
+    Octave o holds p = (q + 1/2) / 2^32 in [2^(o-33), 2^(o-32)), q = min(U, 2^32 - 1 - U), written
+    p = m 2^(o-33) with m in [1, 2) and x = 2m - 3; the polynomial is the degree-6 truncation of a
+    degree-24 Chebyshev interpolant of -Phi^-1(p) in x (near minimax), evaluated with float32 FMAs.
+    """
+    coef = np.zeros((QUANTILE_DEGREE + 1, 32))
+    for o in range(32):
+
+        def t(x: np.ndarray, o: int = o) -> np.ndarray:
+            p = torch.from_numpy((x + 3.0) / 2.0 * 2.0 ** (o - 33))
+            return -torch.special.ndtri(p).numpy()
+
+        cheb = np.polynomial.chebyshev.chebinterpolate(t, 24)[: QUANTILE_DEGREE + 1]
+        coef[:, o] = np.polynomial.chebyshev.cheb2poly(cheb)
+    return coef.astype(np.float32)
+
+
 class Tables:
     """Per (input cycle, weight bit) constants of the kernels' epilogue (see ``core_kernels._epilogue``)."""
 
-    def __init__(self, c: CimConfig, work: torch.dtype):
+    def __init__(self, c: CimConfig, work: torch.dtype, noise: str = "table"):
         cycles = c.cycles
         nc, wb = len(cycles), c.weight_bits
         levels = 2**c.adc_bits - 1
@@ -78,6 +126,7 @@ class Tables:
         self.scale = np.zeros(nc, wd)
         self.den = np.zeros(nc, wd)
         self.lev = np.zeros((nc, 2), np.float64)
+        self.ratio = np.zeros(nc, np.float64)  # exact-ish levels / FS per cycle (float64: table noise's thresholds)
         self.wts = np.array([-(2.0**i) if i == wb - 1 else 2.0**i for i in range(wb)], wd)
         self.votes = c.votes
         nslots = 0
@@ -88,6 +137,7 @@ class Tables:
             sign = -1.0 if cy.negative else 1.0
             self.lev[j] = (2.0**cy.shift * (2**cy.width - 1) * sign, 2.0**cy.shift * sign)
             self.scale[j], self.den[j] = levels / fs, fs
+            self.ratio[j] = levels / fs
             for i in range(wb):
                 digital = i + j > top - c.hybrid_levels
                 if digital and c.semantics == "default":
@@ -106,12 +156,33 @@ class Tables:
             self.den[:] = 0
         self.nslots = nslots
         s_nl = c.nonlinear_sigma_pct / 100.0 * levels
-        self.fp = np.array([levels, c.noise_lsb, s_nl, c.rows / levels, 1.0], wd)
+        self.margin = noise_margin(levels, c.noise_lsb, s_nl, wd)
+        self.table = noise == "table" and self.margin < 0.25
+        hm = wd(0.5 - self.margin)
+        if hm > 0.5 - self.margin:  # round down: no conversion within the margin escapes the check
+            hm = np.nextafter(hm, wd(0))
+        self.fp = np.array([levels, c.noise_lsb, s_nl, c.rows / levels, 1.0, hm if self.table else 1.0], wd)
+        self.fx = np.array([c.noise_lsb, s_nl, c.rows / levels], np.float64)
+        self.coef = quantile_table()
         self.levels, self.rows = float(levels), float(c.rows)
 
     def args(self) -> tuple:
         """The kernels' table arguments, in order (between the operands and key, rows, levels, out)."""
-        return (self.kinds, self.slots, self.nslots, self.wts, self.scale, self.den, self.lev, self.fp, self.votes)
+        return (self.kinds, self.slots, self.nslots, self.wts, self.scale, self.den, self.lev, self.fp, self.ratio,
+                self.fx, self.coef, self.table, self.votes)
+
+
+def noise_margin(levels: int, sigma: float, s_nl: float, work: type) -> float:
+    """Distance in LSB from a code boundary beyond which a table-noise code needs no exact check.
+
+    Bounds |y - y*| between the kernel's y = fl(fl(s * sce) + fl(std z)) (work dtype, unit roundoff
+    eps) and the exact u* + std* Phi^-1((U + 1/2) / 2^32), with u* <= L and |z| <= Z_MAX: 2 eps L
+    for u (sce and the product rounded), std QUANTILE_ERROR for z, (1 + 16) eps std Z_MAX for the
+    product and the std's own rounding, eps (L + std Z_MAX) for the sum.
+    """
+    eps = 2.0**-24 if work == np.float32 else 2.0**-53
+    std_max = math.hypot(sigma, s_nl)
+    return std_max * QUANTILE_ERROR + eps * (3 * levels + 18 * Z_MAX * std_max)
 
 
 def _key(tables: Tables, generator: torch.Generator | None) -> np.uint64:
@@ -140,7 +211,7 @@ def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: 
     mod = kernels()
     assert mod is not None and kernel in ("popcount", "gemm")
     _threads()
-    tables = Tables(c, work_dtype(c, group_rows))
+    tables = Tables(c, work_dtype(c, group_rows), noise_for())
     key = _key(tables, generator)
     if kernel == "popcount":
         return _popcount(mod, x, w, c, group_rows, groups, keep, tables, key)

@@ -8,18 +8,33 @@ the whole ADC epilogue on it (:func:`_epilogue`): scale to ADC codes, noise, cla
 even), voting, hybrid (exact) cycles, sign and shift-add, and the exact accumulation over groups.
 Only the (M, N) output is written to memory.
 
-Noise: a counter-based generator. Normal pair ``h`` of (global row, group, column n) comes from
-``splitmix64(key + (counter + 1) * GAMMA)`` with ``counter = ((row * G + group) * H + h) * N + n``
-(the SplitMix64 sequence read at that position), turned into two N(0, 1) by Box-Muller with float32
-log and sin/cos polynomials (Cephes, about 1 ulp). The key comes from the caller's torch generator,
-so results depend on the generator's state and on nothing else: not on threads, blocks or chunks.
+Noise: a counter-based generator, ``splitmix64(key + (counter + 1) * GAMMA)`` (the SplitMix64
+sequence read at that position). The key comes from the caller's torch generator, so results depend
+on the generator's state and on nothing else: not on threads, blocks or chunks. Two samplers
+(``core_fused``, ``CIM_DSE_NOISE``):
+
+- table (default): slot r (one noisy conversion per column) of (global row, group) takes the
+  hashes ``counter = ((row * G + group) * S + r) * ceil(N / 2) + k``, k < ceil(N / 2), whose low
+  and high halves are the 32-bit uniforms of columns 2k and 2k + 1; each code is the inverse CDF of
+  its uniform (:func:`noise_rows`, :func:`exact_code`), exact to 2^-32 and independent of the fast
+  quantiles' rounding: they only decide codes farther than their error bound from a code boundary,
+  the thresholds decide the others.
+- normal: normal pair ``h`` of (global row, group, column n) comes from ``counter = ((row * G +
+  group) * H + h) * N + n``, turned into two N(0, 1) by Box-Muller with float32 log and sin/cos
+  polynomials (Cephes, about 1 ulp).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
+
+from dse.accuracy.core_fused import QUANTILE_DEGREE
 
 # ----------------------------------------------------------------------------------------------
 # LLVM intrinsics numba does not expose
@@ -159,27 +174,274 @@ def _draw(z: np.ndarray, pairs: int, key: np.uint64, base: int, n: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# table noise: each code by inverse-CDF sampling of one 32-bit uniform, exact to 2^-32 (core_fused)
+
+_LANES = 16  # floats per vector of the intrinsics below (zmm)
+_VI, _VF = ir.VectorType(ir.IntType(32), _LANES), ir.VectorType(ir.FloatType(), _LANES)
+
+
+def _has_avx512(context) -> bool:  # type: ignore[no-untyped-def]
+    """The target numba compiles for has AVX-512F (its features string, host features by default)."""
+    features = getattr(context.codegen(), "_tm_features", "") or ""
+    return "+avx512f" in features.split(",")
+
+
+def _i64(value: int) -> ir.Constant:
+    """An i64 constant of value mod 2^64 (written signed, as LLVM's parser wants)."""
+    value %= 2**64
+    return ir.Constant(ir.IntType(64), value - 2**64 if value >= 2**63 else value)
+
+
+def _splat(value, t, lanes: int = _LANES):  # type: ignore[no-untyped-def]
+    """A constant vector of ``lanes`` copies of value (type t)."""
+    one = _i64(value) if t == ir.IntType(64) else ir.Constant(t, value)
+    return ir.Constant(ir.VectorType(t, lanes), [one] * lanes)
+
+
+class _Quantile:
+    """LLVM IR of z = Phi^-1((U + 1/2) / 2^32) for 16 uint32 uniforms U at once, to QUANTILE_ERROR.
+
+    z = -+t, t a degree-QUANTILE_DEGREE polynomial (coef, ``core_fused.quantile_table``) in the
+    mantissa of p = (q + 1/2) / 2^32, q = min(U, 2^32 - 1 - U), one polynomial per binary octave
+    of p (32 octaves, down to 2^-33). With AVX-512 the coefficients of the top 16 octaves
+    (p >= 2^-17) sit in registers and a lane's come from vpermps: this LLVM emits no gathers for
+    Cascade Lake (it prefers none there), and gathers measured 8x slower than a permute on this
+    machine. A vector with a lane in a lower octave (2^-16 of the lanes), and every vector without
+    AVX-512, takes one scalar load per lane and coefficient instead. Both give the same bits.
+    """
+
+    def __init__(self, context, builder, coef, permute: bool | None):  # type: ignore[no-untyped-def]
+        self.b = builder
+        mod, i64 = builder.module, ir.IntType(64)
+        self.fma = cgutils.get_or_insert_function(mod, ir.FunctionType(_VF, [_VF] * 3), "llvm.fma.v16f32")
+        self.fmin = cgutils.get_or_insert_function(mod, ir.FunctionType(_VF, [_VF] * 2), "llvm.minnum.v16f32")
+        self.any = cgutils.get_or_insert_function(
+            mod, ir.FunctionType(ir.IntType(1), [ir.VectorType(ir.IntType(1), _LANES)]), "llvm.vector.reduce.or.v16i1")
+        self.rows = [builder.gep(coef, [ir.Constant(i64, 32 * k)]) for k in range(QUANTILE_DEGREE + 1)]
+        self.permute = _has_avx512(context) if permute is None else permute
+        if self.permute:  # octaves 16 .. 31 of every coefficient, loaded once before the caller's loop
+            self.perm = cgutils.get_or_insert_function(mod, ir.FunctionType(_VF, [_VF, _VI]),
+                                                       "llvm.x86.avx512.permvar.sf.512")
+            self.tables = [builder.load(builder.bitcast(builder.gep(r, [ir.Constant(i64, 16)]), _VF.as_pointer()),
+                                        align=4) for r in self.rows]
+            self.slot = cgutils.alloca_once(builder, _VF)
+
+    def _loaded(self, k: int, octave):  # type: ignore[no-untyped-def]
+        """Coefficient k of every lane's octave, one scalar load each."""
+        b, i32 = self.b, ir.IntType(32)
+        out = ir.Constant(_VF, ir.Undefined)
+        for lane in range(_LANES):
+            at = b.zext(b.extract_element(octave, ir.Constant(i32, lane)), ir.IntType(64))
+            out = b.insert_element(out, b.load(b.gep(self.rows[k], [at]), align=4), ir.Constant(i32, lane))
+        return out
+
+    def _poly(self, x, coefficient):  # type: ignore[no-untyped-def]
+        """Horner's scheme with FMAs (Estrin's measured no faster and less accurate)."""
+        t = coefficient(QUANTILE_DEGREE)
+        for k in range(QUANTILE_DEGREE - 1, -1, -1):
+            t = self.b.call(self.fma, [t, x, coefficient(k)])
+        return t
+
+    def __call__(self, u):  # type: ignore[no-untyped-def]
+        """<16 x i32> uniforms -> <16 x float> quantiles."""
+        b, i32, f32 = self.b, ir.IntType(32), ir.FloatType()
+        q = b.xor(u, b.ashr(u, _splat(31, i32)))  # U or 2^32 - 1 - U, below 2^31
+        pf = b.fadd(b.sitofp(q, _VF), _splat(0.5, f32))
+        pf = b.call(self.fmin, [pf, _splat(2147483520.0, f32)])  # float(2^31 - 1) would round up to 2^31
+        bits = b.bitcast(pf, _VI)
+        octave = b.sub(b.lshr(bits, _splat(23, i32)), _splat(126, i32))  # 0 .. 31
+        m = b.bitcast(b.or_(b.and_(bits, _splat(0x7FFFFF, i32)), _splat(0x3F800000, i32)), _VF)
+        x = b.call(self.fma, [m, _splat(2.0, f32), _splat(-3.0, f32)])  # mantissa [1, 2) -> [-1, 1)
+        if self.permute:
+            top = b.sub(octave, _splat(16, i32))
+            b.store(self._poly(x, lambda k: b.call(self.perm, [self.tables[k], top])), self.slot)
+            with b.if_then(b.call(self.any, [b.icmp_signed("<", top, _splat(0, i32))]), likely=False):
+                b.store(self._poly(x, lambda k: self._loaded(k, octave)), self.slot)
+            t = b.load(self.slot)
+        else:
+            t = self._poly(x, lambda k: self._loaded(k, octave))
+        sign = b.and_(b.not_(u), _splat(0x80000000, i32))  # U < 2^31: negative z
+        return b.bitcast(b.xor(b.bitcast(t, _VI), sign), _VF)
+
+
+def _is_array(t, dtype, ndim: int) -> bool:  # type: ignore[no-untyped-def]
+    return isinstance(t, types.Array) and t.dtype == dtype and t.ndim == ndim and t.layout == "C"
+
+
+def _quantiles_typer(permute: bool | None):  # type: ignore[no-untyped-def]
+    def typer(typingctx, uw, coef, out):  # type: ignore[no-untyped-def]
+        if not (_is_array(uw, types.uint32, 1) and _is_array(coef, types.float32, 2)
+                and _is_array(out, types.float32, 1)):
+            return None
+
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            ua, ca, oa = (context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args, strict=True))
+            quantile = _Quantile(context, builder, ca.data, permute)
+            steps = builder.udiv(builder.extract_value(ua.shape, 0), ir.Constant(ir.IntType(64), _LANES))
+            src, dst = builder.bitcast(ua.data, _VI.as_pointer()), builder.bitcast(oa.data, _VF.as_pointer())
+            with cgutils.for_range(builder, steps) as loop:
+                u = builder.load(builder.gep(src, [loop.index]), align=4)
+                builder.store(quantile(u), builder.gep(dst, [loop.index]), align=4)
+            return context.get_dummy_value()
+
+        return types.void(uw, coef, out), codegen
+
+    return typer
+
+
+quantiles = intrinsic(_quantiles_typer(None))
+quantiles.__doc__ = """``quantiles(uw, coef, out)``: out[k] = Phi^-1((uw[k] + 1/2) / 2^32) (:class:`_Quantile`).
+
+uw (L,) uint32 with L a multiple of 16, coef ``core_fused.quantile_table()``, out (L,) float32."""
+quantiles_portable = intrinsic(_quantiles_typer(False))
+quantiles_portable.__doc__ = """:func:`quantiles` with one scalar load per lane on every CPU (tests: same bits)."""
+
+
+@intrinsic
+def noise_rows(typingctx, key, c0, stride, coef, out):  # type: ignore[no-untyped-def]
+    """``noise_rows(key, c0, stride, coef, out)``: out[r, l] = the quantile of uniform
+    :func:`row_uniform` (key, c0 + r * stride, l), for a (R, L) float32 out, L a multiple of 16.
+
+    Row r's hash k < L/2 is ``splitmix64(key + (c0 + r * stride + k) * GAMMA)`` (8 hashes per step
+    in 64-bit lanes, the counter advanced by adding 8 GAMMA); its low half is lane 2k, its high half
+    lane 2k + 1. Two passes per row, the uniforms through ``out``: a step's two 64-bit multiplies
+    and its polynomial in separate loops let more steps overlap.
+    """
+    if not (key == types.uint64 and isinstance(c0, types.Integer) and isinstance(stride, types.Integer)
+            and _is_array(coef, types.float32, 2) and _is_array(out, types.float32, 2)):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        v8, v8i = ir.VectorType(i64, 8), ir.VectorType(i32, 8)
+        ca = context.make_array(signature.args[3])(context, builder, args[3])
+        oa = context.make_array(signature.args[4])(context, builder, args[4])
+        quantile = _Quantile(context, builder, ca.data, None)
+        c0 = context.cast(builder, args[1], signature.args[1], types.uint64)
+        stride = context.cast(builder, args[2], signature.args[2], types.uint64)
+        gamma = int(GAMMA)
+
+        def broadcast(value):  # type: ignore[no-untyped-def]
+            one = builder.insert_element(ir.Constant(v8, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(v8, ir.Undefined), ir.Constant(v8i, [0] * 8))
+
+        rows, lanes = builder.extract_value(oa.shape, 0), builder.extract_value(oa.shape, 1)
+        steps = builder.udiv(lanes, ir.Constant(i64, _LANES))
+        ones = ir.Constant(v8, [_i64(k * gamma) for k in range(8)])
+        interleave = ir.Constant(_VI, [k // 2 + 8 * (k % 2) for k in range(_LANES)])  # lo0 hi0 lo1 hi1 ...
+        with cgutils.for_range(builder, rows) as row:
+            base = builder.gep(oa.data, [builder.mul(row.index, lanes)])
+            ints, dst = builder.bitcast(base, _VI.as_pointer()), builder.bitcast(base, _VF.as_pointer())
+            counter = builder.add(c0, builder.mul(row.index, stride))
+            first = builder.add(broadcast(builder.add(args[0], builder.mul(counter, _i64(gamma)))), ones)
+            with cgutils.for_range(builder, steps) as loop:
+                z = builder.add(first, broadcast(builder.mul(loop.index, _i64(8 * gamma))))
+                z = builder.mul(builder.xor(z, builder.lshr(z, _splat(30, i64, 8))), _splat(int(_MIX1), i64, 8))
+                z = builder.mul(builder.xor(z, builder.lshr(z, _splat(27, i64, 8))), _splat(int(_MIX2), i64, 8))
+                z = builder.xor(z, builder.lshr(z, _splat(31, i64, 8)))
+                lo, hi = builder.trunc(z, v8i), builder.trunc(builder.lshr(z, _splat(32, i64, 8)), v8i)
+                builder.store(builder.shuffle_vector(lo, hi, interleave), builder.gep(ints, [loop.index]), align=4)
+            with cgutils.for_range(builder, steps) as loop:
+                u = builder.load(builder.gep(ints, [loop.index]), align=4)
+                builder.store(quantile(u), builder.gep(dst, [loop.index]), align=4)
+        return context.get_dummy_value()
+
+    return types.void(key, c0, stride, coef, out), codegen
+
+
+@njit(inline="always")
+def row_uniform(key: np.uint64, c0: int, lane: int) -> np.uint32:
+    """Lane ``lane``'s uniform in :func:`noise_rows`: a half of ``splitmix64(key + (c0 + lane // 2) * GAMMA)``."""
+    h = splitmix64(key + np.uint64(c0 + lane // 2) * GAMMA)
+    return np.uint32(h >> np.uint64(32)) if lane % 2 else np.uint32(h & np.uint64(0xFFFFFFFF))
+
+
+@njit(error_model="numpy", cache=True)
+def quantile_values(uw: np.ndarray, coef: np.ndarray, portable: bool) -> np.ndarray:
+    """The kernels' quantiles of the uniforms uw (any length; for tests and statistics)."""
+    padded = np.zeros((uw.shape[0] + 15) // 16 * 16, np.uint32)
+    padded[: uw.shape[0]] = uw
+    out = np.empty(padded.shape[0], np.float32)
+    if portable:
+        quantiles_portable(padded, coef, out)
+    else:
+        quantiles(padded, coef, out)
+    return out[: uw.shape[0]]
+
+
+@njit(error_model="numpy", cache=True)
+def row_values(key: np.uint64, c0: int, coef: np.ndarray, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(uniforms, quantiles) of :func:`noise_rows` (key, c0) for ``lanes`` lanes (for tests)."""
+    out = np.empty((1, (lanes + 15) // 16 * 16), np.float32)
+    noise_rows(key, c0, 0, coef, out)
+    uw = np.empty(lanes, np.uint32)
+    for lane in range(lanes):
+        uw[lane] = row_uniform(key, c0, lane)
+    return uw, out[0, :lanes]
+
+
+@njit(error_model="numpy")
+def _phi(x: float) -> float:
+    """Standard normal CDF in float64."""
+    return 0.5 * math.erfc(-x * 0.7071067811865476)
+
+
+@njit(error_model="numpy")
+def exact_code(uv: np.uint32, u: float, std: float, guess: float, levels: float) -> float:
+    """The code of uniform uv by the exact thresholds: the c in [0, L] with T(c) <= uv < T(c + 1).
+
+    T(c) = 2^32 Phi((c - 0.5 - u) / std) - 0.5 (float64): code >= c iff u + std z >= c - 0.5 for
+    z = Phi^-1((uv + 0.5) / 2^32), i.e. inverse-CDF sampling of the clamped, rounded u + std z,
+    so code c has probability Phi((c + 0.5 - u)/std) - Phi((c - 0.5 - u)/std) (tails folded into
+    0 and L) to 2^-32. Starts at guess and steps (one or two erfc near a code boundary).
+    """
+    p = (np.float64(uv) + 0.5) * 2.0**-32
+    c = guess
+    while c > 0.0 and p < _phi((c - 0.5 - u) / std):
+        c -= 1.0
+    while c < levels and p >= _phi((c + 0.5 - u) / std):
+        c += 1.0
+    return c
+
+
+@njit(inline="always")
+def _std64(u: float, fx: np.ndarray) -> float:
+    """Noise std in LSB at exact level u, in float64 from the config's values fx (sigma, s_nl, rows / L)."""
+    return math.sqrt(fx[0] * fx[0] + fx[1] * fx[1] / max(u * fx[2] + 1.0, 1.0))
+
+
+# ----------------------------------------------------------------------------------------------
 # the ADC epilogue of one (row, group)
 
 
 @njit(inline="always")
-def _epilogue(s: np.ndarray, z: np.ndarray, kinds: np.ndarray, slots: np.ndarray, wts: np.ndarray,
-              scale: np.ndarray, den: np.ndarray, lev: np.ndarray, fp: np.ndarray, votes: int, codes: np.ndarray,
-              exact: np.ndarray, vote: np.ndarray, acc: np.ndarray, acc_exact: np.ndarray) -> None:
+def _epilogue(s: np.ndarray, z: np.ndarray, key: np.uint64, cb: int, hpr: int, kinds: np.ndarray,
+              slots: np.ndarray, wts: np.ndarray, scale: np.ndarray, den: np.ndarray, lev: np.ndarray,
+              fp: np.ndarray, ratio: np.ndarray, fx: np.ndarray, votes: int, codes: np.ndarray, exact: np.ndarray,
+              vote: np.ndarray, dist: np.ndarray, acc: np.ndarray, acc_exact: np.ndarray) -> None:
     """Column sums s (C, W*N) of one group -> ADC codes, accumulated into acc (codes) and acc_exact (sums).
 
     kinds (C, W): 0 exact (digital), 1 ADC, 2 ADC + noise, 3 ADC + noise, voted; slots: the row of
     z (normals) of a noisy pair (``votes`` rows when voted). wts (W,): +-2^i; scale, den (C,):
     u = s * scale, or s * scale / den when den[0] > 0 (as the torch path: noise-free codes equal bit
     for bit). lev (C, 2) float64: per-cycle factors of codes and of exact sums. fp (work dtype):
-    levels, noise std in LSB, nonlinear std in LSB at MAC 0, rows / levels, 1.
+    levels, noise std in LSB, nonlinear std in LSB at MAC 0, rows / levels, 1, and hm = 1/2 - margin.
+
+    z (slots, >= N): row zr holds slot zr's normals (normal noise, hm = 1) or the quantiles of its
+    uniforms (table noise, hm < 1/2: :func:`noise_rows`, hash counters from cb + zr * hpr + 1).
+    Table noise: each z is within ``margin`` LSB of exact once scaled and added, and a conversion
+    whose y = u + std z lies within that of a code boundary (|y - rint(y)| > hm, rare) gets its
+    code from the exact thresholds instead (:func:`exact_code`, with u = s * ratio[j] and the std
+    from fx in float64). dist (N,) is scratch for |y - rint(y)| (a flag array keeps the loops at
+    full vector width; an integer count in them made LLVM pick 4 lanes).
     """
     nc, wb = kinds.shape
     n = acc.shape[0]
-    levels, sigma, s_nl, mac_per_lsb, one = fp[0], fp[1], fp[2], fp[3], fp[4]
+    levels, sigma, s_nl, mac_per_lsb, one, hm = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5]
     zero = one - one
     sigma2, s_nl2 = sigma * sigma, s_nl * s_nl
     two_step = den[0] > zero
+    check = hm < one  # table noise
     for j in range(nc):
         sc, dn = scale[j], den[j]
         sce = sc / dn if two_step else sc  # noisy pairs: one multiply (their codes are random anyway)
@@ -206,22 +468,44 @@ def _epilogue(s: np.ndarray, z: np.ndarray, kinds: np.ndarray, slots: np.ndarray
                         codes[col] += np.rint(s[j, off + col] * sc) * w
             elif kind == 2:
                 zr = slots[j, i]
+                c0 = cb + zr * hpr + 1
+                zv = z[zr]
                 if s_nl > zero:
                     for col in range(n):
                         u = s[j, off + col] * sce
                         std = np.sqrt(sigma2 + s_nl2 / max(u * mac_per_lsb + one, one))
-                        codes[col] += np.rint(min(max(u + std * z[zr, col], zero), levels)) * w
+                        y = u + std * zv[col]
+                        r = np.rint(y)
+                        codes[col] += min(max(r, zero), levels) * w
+                        dist[col] = abs(y - r)
                 else:
                     for col in range(n):
-                        u = s[j, off + col] * sce + sigma * z[zr, col]
-                        codes[col] += np.rint(min(max(u, zero), levels)) * w
+                        y = s[j, off + col] * sce + sigma * zv[col]
+                        r = np.rint(y)
+                        codes[col] += min(max(r, zero), levels) * w
+                        dist[col] = abs(y - r)
+                if check and _above(dist, hm):
+                    for col in range(n):
+                        if dist[col] > hm:
+                            c, fast = _near_code(s[j, off + col], sce, zv[col], key, c0, col, fp, ratio[j], fx)
+                            codes[col] += (c - fast) * w
             else:
                 for v in range(votes):
                     zr = slots[j, i] + v
+                    c0 = cb + zr * hpr + 1
+                    zv = z[zr]
                     for col in range(n):
                         u = s[j, off + col] * sce
                         std = np.sqrt(sigma2 + s_nl2 / max(u * mac_per_lsb + one, one))
-                        vote[v, col] = np.rint(min(max(u + std * z[zr, col], zero), levels))
+                        y = u + std * zv[col]
+                        r = np.rint(y)
+                        vote[v, col] = min(max(r, zero), levels)
+                        dist[col] = abs(y - r)
+                    if check and _above(dist, hm):
+                        for col in range(n):
+                            if dist[col] > hm:
+                                vote[v, col], _ = _near_code(s[j, off + col], sce, zv[col], key, c0, col, fp,
+                                                             ratio[j], fx)
                 _mode(vote, votes, levels, one)
                 for col in range(n):
                     codes[col] += vote[votes, col] * w
@@ -232,6 +516,37 @@ def _epilogue(s: np.ndarray, z: np.ndarray, kinds: np.ndarray, slots: np.ndarray
             l1 = lev[j, 1]
             for col in range(n):
                 acc_exact[col] += np.float64(exact[col]) * l1
+
+
+@njit(inline="always")
+def _above(dist: np.ndarray, hm: float) -> bool:
+    """Any dist[col] > hm (an OR over the row: vectorised, no early exit)."""
+    hit = False
+    for col in range(dist.shape[0]):
+        hit |= dist[col] > hm
+    return hit
+
+
+@njit(error_model="numpy")
+def _near_code(sv: float, sce: float, zv: float, key: np.uint64, c0: int, col: int, fp: np.ndarray, ratio: float,
+               fx: np.ndarray) -> tuple[float, float]:
+    """(exact code, fast code) of a conversion whose fast y = u + std z lies within the margin of a code boundary.
+
+    Recomputes the fast code exactly as the epilogue's vector loop does (same operations, same
+    rounding) and takes :func:`exact_code` of the lane's uniform (:func:`row_uniform`) from the
+    float64 level u = s * ratio and std (fx); the caller swaps one for the other.
+    """
+    levels, sigma, s_nl, mac_per_lsb, one = fp[0], fp[1], fp[2], fp[3], fp[4]
+    zero = one - one
+    u = sv * sce
+    if s_nl > zero:
+        y = u + np.sqrt(sigma * sigma + s_nl * s_nl / max(u * mac_per_lsb + one, one)) * zv
+    else:
+        y = u + sigma * zv
+    fast = min(max(np.rint(y), zero), levels)
+    u64 = np.float64(sv) * ratio
+    uv = row_uniform(key, c0, col)
+    return exact_code(uv, u64, _std64(u64, fx), np.float64(fast), np.float64(levels)), fast
 
 
 @njit(inline="always")
@@ -276,30 +591,35 @@ _GATHER8 = np.uint64(0x0102040810204080)
 @njit(parallel=True, fastmath=False, error_model="numpy", cache=True)
 def fused_popcount(xq: np.ndarray, wbits: np.ndarray, bits: int, cyc: np.ndarray, row0: int, rows_total: int,
                    kinds: np.ndarray, slots: np.ndarray, nslots: int, wts: np.ndarray, scale: np.ndarray,
-                   den: np.ndarray, lev: np.ndarray, fp: np.ndarray, votes: int, key: np.uint64,
-                   rows_nominal: float, levels: float, out: np.ndarray) -> None:
+                   den: np.ndarray, lev: np.ndarray, fp: np.ndarray, ratio: np.ndarray, fx: np.ndarray,
+                   coef: np.ndarray, table: bool, votes: int, key: np.uint64, rows_nominal: float, levels: float,
+                   out: np.ndarray) -> None:
     """Column sums by AND + popcount of packed bit planes, then the epilogue; writes out (Bt, Mc, N).
 
     xq (Bt, Mc, NB, G, Wd * 8) uint64: the code bytes (byte plane p: bits 8p .. 8p + 7), each group
     padded to Wd words of 64 rows; wbits (Bt, G, Wd, W*N) uint64: bit r of word d is weight bit i of
     row 64 d + r, column n (index i*N + n). cyc (C, 2): shift and width of each input cycle (bit t
     counts 2^(t - shift) in its cycle). row0: global index of the chunk's first row (noise counters);
-    rows_total: rows per batch. The other arguments: :func:`_epilogue`.
+    rows_total: rows per batch. table: table noise (coef: :func:`quantiles`' table; fp[5] < 1/2),
+    else Box-Muller normals drawn per (row, group) (:func:`_draw`). The other arguments:
+    :func:`_epilogue`.
     """
     bt, mc = xq.shape[0], xq.shape[1]
     g_count, words, wn = wbits.shape[1], wbits.shape[2], wbits.shape[3]
     n = out.shape[2]
     nc = cyc.shape[0]
-    pairs = (nslots + 1) // 2
+    pairs = 0 if table else (nslots + 1) // 2
+    hpr = (n + 1) // 2  # table noise: hashes per slot row
     total = bt * mc
     for blk in prange((total + _BLOCK - 1) // _BLOCK):
         s = np.empty((nc, wn), fp.dtype)
         sacc = np.empty(wn, np.int64)
         xw = np.empty((bits, words), np.uint64)
-        z = np.empty((2 * pairs, n), np.float32)
+        z = np.empty((nslots, (n + 15) // 16 * 16) if table else (2 * pairs, n), np.float32)
         codes = np.empty(n, fp.dtype)
         exact = np.empty(n, fp.dtype)
         vote = np.empty((votes + 2, n), fp.dtype)
+        dist = np.empty(n, fp.dtype)
         acc = np.empty(n, np.float64)
         acc_exact = np.empty(n, np.float64)
         for r in range(blk * _BLOCK, min(total, (blk + 1) * _BLOCK)):
@@ -329,17 +649,22 @@ def fused_popcount(xq: np.ndarray, wbits: np.ndarray, bits: int, cyc: np.ndarray
                                 sacc[q] += np.int64(popcount64(a & wbits[b, g, d, q])) << k
                     for q in range(wn):
                         s[j, q] = sacc[q]  # exact integers into the work dtype
-                if nslots:
+                cb = (grow * g_count + g) * nslots * hpr
+                if table and nslots:
+                    noise_rows(key, cb + 1, hpr, coef, z)
+                elif pairs:
                     _draw(z, pairs, key, (grow * g_count + g) * pairs * n, n)
-                _epilogue(s, z, kinds, slots, wts, scale, den, lev, fp, votes, codes, exact, vote, acc, acc_exact)
+                _epilogue(s, z, key, cb, hpr, kinds, slots, wts, scale, den, lev, fp, ratio, fx, votes, codes, exact,
+                          vote, dist, acc, acc_exact)
             _finish(acc, acc_exact, rows_nominal, levels, out, b, m)
 
 
 @njit(parallel=True, fastmath=False, error_model="numpy", cache=True)
 def fused_gemm(sums: np.ndarray, fields: int, field_bits: int, wb: int, row0: int, rows_total: int,
                kinds: np.ndarray, slots: np.ndarray, nslots: int, wts: np.ndarray, scale: np.ndarray,
-               den: np.ndarray, lev: np.ndarray, fp: np.ndarray, votes: int, key: np.uint64,
-               rows_nominal: float, levels: float, out: np.ndarray) -> None:
+               den: np.ndarray, lev: np.ndarray, fp: np.ndarray, ratio: np.ndarray, fx: np.ndarray,
+               coef: np.ndarray, table: bool, votes: int, key: np.uint64, rows_nominal: float, levels: float,
+               out: np.ndarray) -> None:
     """The epilogue on the bit-plane GEMM's packed column sums; writes out (Bt, Mc, N).
 
     sums (Bt, G, C, Mc, P*N) float: weight plane ``p * fields + f`` of column n in bits
@@ -349,14 +674,16 @@ def fused_gemm(sums: np.ndarray, fields: int, field_bits: int, wb: int, row0: in
     n = out.shape[2]
     packs = sums.shape[4] // n
     mask = (1 << field_bits) - 1
-    pairs = (nslots + 1) // 2
+    pairs = 0 if table else (nslots + 1) // 2
+    hpr = (n + 1) // 2  # table noise: hashes per slot row
     total = bt * mc
     for blk in prange((total + _BLOCK - 1) // _BLOCK):
         s = np.empty((nc, wb * n), fp.dtype)
-        z = np.empty((2 * pairs, n), np.float32)
+        z = np.empty((nslots, (n + 15) // 16 * 16) if table else (2 * pairs, n), np.float32)
         codes = np.empty(n, fp.dtype)
         exact = np.empty(n, fp.dtype)
         vote = np.empty((votes + 2, n), fp.dtype)
+        dist = np.empty(n, fp.dtype)
         acc = np.empty(n, np.float64)
         acc_exact = np.empty(n, np.float64)
         for r in range(blk * _BLOCK, min(total, (blk + 1) * _BLOCK)):
@@ -371,9 +698,13 @@ def fused_gemm(sums: np.ndarray, fields: int, field_bits: int, wb: int, row0: in
                             off, sh = (p * fields + f) * n, f * field_bits
                             for col in range(n):
                                 s[j, off + col] = (np.int64(sums[b, g, j, m, p * n + col]) >> sh) & mask
-                if nslots:
+                cb = (grow * g_count + g) * nslots * hpr
+                if table and nslots:
+                    noise_rows(key, cb + 1, hpr, coef, z)
+                elif pairs:
                     _draw(z, pairs, key, (grow * g_count + g) * pairs * n, n)
-                _epilogue(s, z, kinds, slots, wts, scale, den, lev, fp, votes, codes, exact, vote, acc, acc_exact)
+                _epilogue(s, z, key, cb, hpr, kinds, slots, wts, scale, den, lev, fp, ratio, fx, votes, codes, exact,
+                          vote, dist, acc, acc_exact)
             _finish(acc, acc_exact, rows_nominal, levels, out, b, m)
 
 
