@@ -235,3 +235,91 @@ def test_accuracy_needs_an_evaluator(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"space.yaml: objectives: needs accuracy, but the simulator cannot be "
                                          r"imported \(no module named dse.accuracy.simulate\)"):
         run_exploration(space, output=tmp_path / "run", workers=0, plots=False)
+
+
+def test_a_code_change_recomputes_the_stored_results(tmp_path, log, monkeypatch):
+    """Results of other cim-dse code are never reused: cost code -> every point, simulator code -> accuracies."""
+    space = write_space(tmp_path, parameters={"macro.rows": [64, 128]})
+    first = run_exploration(space, output=tmp_path / "run", workers=0, accuracy_fn=fakes.logged, plots=False)
+    assert first.stats["computed"] == 2 and len(calls(log)) == 2
+    monkeypatch.setattr("dse.explore.engine.accuracy_code_sha", lambda: "a-new-simulator")
+    sim = run_exploration(space, output=tmp_path / "run", workers=0, accuracy_fn=fakes.logged, plots=False)
+    assert len(calls(log)) == 4  # both accuracies again; the cost results are still this code's
+    assert sim.stats["cost_runs"] == 0
+    monkeypatch.setattr("dse.explore.run.cost_code_sha", lambda: "a-new-cost-model")
+    cost = run_exploration(space, output=tmp_path / "run", workers=0, accuracy_fn=fakes.logged, plots=False)
+    assert cost.stats["computed"] == 2 and cost.stats["cost_runs"] == 2 and cost.stats["reused"] == 0
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["fingerprint"]["code"] == "a-new-cost-model"
+    assert any("cost code changed" in note for note in meta["notes"])
+    assert [r["energy_pJ"] for r in cost.rows] == [r["energy_pJ"] for r in first.rows]  # same code underneath
+
+
+def test_code_hash_ignores_docstrings_and_comments_but_not_code(tmp_path):
+    from dse.code_sha import code_sha, module_digest
+
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text('"""Doc."""\n\ndef f(x):\n    """What f does."""\n    return 2 * x  # twice\n')
+    b.write_text('"""Another doc."""\n\n\ndef f(x):\n    return 2 * x\n')
+    c.write_text('"""Doc."""\n\ndef f(x):\n    return 3 * x\n')
+    assert module_digest(a) == module_digest(b) != module_digest(c)
+    assert code_sha(include=("accuracy",)) != code_sha(include=("cost",))
+    assert code_sha(include=("cost",)) == code_sha(include=("cost/",))
+
+
+def test_measured_activity_prices_each_design_at_its_own_bits(tmp_path):
+    """workload.activity: measured -> one measurement per (weight, input, input-per-cycle) bits, kept in the folder,
+    and each point priced as evaluate(..., activity='measured') prices its accelerator."""
+    from dse.api import evaluate
+    from dse.explore import grid, load_space
+    from dse.explore.points import build_accelerator
+
+    params = {"macro.rows": [64, 128], "macro.input_bits_per_cycle": [1, 2]}
+    path = write_space(tmp_path, parameters=params, objectives=["energy", "area"],
+                       workload={"model": MODEL, "activity": "measured", "activity_samples": 32})
+    ex = run_exploration(path, output=tmp_path / "run", workers=0, plots=False)
+    assert ex.stats["activity_runs"] == 2 and ex.stats["computed"] == 4
+    assert len(list((tmp_path / "run" / "activity").glob("*.json"))) == 2
+    plain = run_exploration(write_space(tmp_path, name="plain", parameters=params, objectives=["energy", "area"]),
+                            output=tmp_path / "plain", workers=0, plots=False)
+    space = load_space(path)
+    for point, row in zip(grid(space), ex.rows, strict=True):
+        acc = build_accelerator(space, point)
+        want = evaluate(MODEL, acc, str(space.mapping), activity="measured", activity_samples=32)
+        assert row["energy_pJ"] == pytest.approx(want.energy_pJ, rel=1e-12)
+    # the data changed the macro's price, not the memories'
+    assert ex.rows[0]["macro_energy_pJ"] != pytest.approx(plain.rows[0]["macro_energy_pJ"], rel=0.01)
+    assert ex.rows[0]["memory_energy_pJ"] == pytest.approx(plain.rows[0]["memory_energy_pJ"], rel=1e-9)
+    again = run_exploration(path, output=tmp_path / "run", workers=0, plots=False)
+    assert again.stats["activity_runs"] == 0 and again.stats["reused"] == 4
+    # switching the activity source is another exploration
+    with pytest.raises(InputError, match=r"different exploration \(activity changed\)"):
+        run_exploration(write_space(tmp_path, parameters=params, objectives=["energy", "area"]),
+                        output=tmp_path / "run", workers=0, plots=False)
+
+
+def test_activity_that_cannot_be_measured_fails_the_points_with_the_reason(tmp_path):
+    path = write_space(tmp_path, parameters={"macro.rows": [64]}, objectives=["energy", "area"],
+                       workload={"model": MODEL, "activity": "measured", "dataset": "cifar10",
+                                 "data_path": str(tmp_path / "nowhere")})
+    ex = run_exploration(path, output=tmp_path / "run", workers=0, plots=False)
+    assert [r["status"] for r in ex.rows] == ["failed"]
+    assert ex.rows[0]["error"].startswith("activity: ") and "nowhere" in ex.rows[0]["error"]
+    assert ex.stats["activity_runs"] == 1 and ex.stats["cost_runs"] == 0
+
+
+def test_code_digests_are_remembered_and_a_broken_cache_is_ignored(tmp_path, monkeypatch):
+    from dse.code_sha import PACKAGE, _digests, cache_file, module_digest
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    files = sorted(PACKAGE.glob("explore/*.py"))
+    want = {f: module_digest(f) for f in files}
+    cache_file().parent.mkdir(parents=True)
+    cache_file().write_text("{not json")
+    assert _digests(files) == want
+    remembered = json.loads(cache_file().read_text())
+    assert sorted(remembered.values()) == sorted(want.values())
+    # a remembered digest is used as is: the cache is keyed by the file's bytes
+    raw = next(k for k, v in remembered.items() if v == want[files[0]])
+    cache_file().write_text(json.dumps({**remembered, raw: "from-the-cache"}))
+    assert _digests(files[:1]) == {files[0]: "from-the-cache"}

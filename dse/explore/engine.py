@@ -14,8 +14,11 @@ from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from dse.code_sha import accuracy_code_sha
 from dse.errors import InputError
+from dse.explore import activity as act
 from dse.explore.accuracy import AccuracySettings, evaluator_name, key_of
+from dse.explore.activity import ActivitySettings
 from dse.explore.executors import Pool
 from dse.explore.objectives import COST_METRICS, violations
 from dse.explore.points import Point, build_accelerator, reason
@@ -53,6 +56,8 @@ class Stats:
     accuracy_s: float = 0.0
     accuracy_cache_hits: int = 0
     accuracy_skipped: int = 0
+    activity_runs: int = 0
+    activity_s: float = 0.0
 
 
 class Progress(Protocol):
@@ -75,7 +80,7 @@ class Evaluator:
     def __init__(self, space: Space, store: ResultStore, pool: Pool, *, cost_fn: Callable, accuracy_fn: Any,
                  settings: AccuracySettings | None, workload: Any, mapping: Any,
                  progress: Progress | None = None, on_record: Callable[[], None] | None = None,
-                 retry_failed: bool = False):
+                 retry_failed: bool = False, activity: ActivitySettings | None = None):
         self.space, self.store, self.pool = space, store, pool
         self.cost_fn, self.accuracy_fn, self.settings = cost_fn, accuracy_fn, settings
         self.workload, self.mapping = workload, mapping
@@ -89,6 +94,8 @@ class Evaluator:
         self._key_index_size = len(self._key_index)
         self._accuracy_errors: dict[str, str] = {}
         self._handled: set[str] = set()  # ids finished or found done in this run
+        self.activity = activity
+        self._activity: dict[str, dict | str] = {}  # key hash -> per-layer activity, or why it failed (this run)
 
     # -- jobs ----------------------------------------------------------------------------------
     def key_hash(self, macro: Macro) -> str | None:
@@ -99,7 +106,8 @@ class Evaluator:
             return self._key_memo[macro]
         s = self.settings
         shared = {"model": s.model_sha, "dataset": s.dataset, "data_path": s.data_path, "samples": s.samples,
-                  "repeats": s.repeats, "seed": s.seed, "evaluator": evaluator_name(self.accuracy_fn)}
+                  "repeats": s.repeats, "seed": s.seed, "evaluator": evaluator_name(self.accuracy_fn),
+                  "code": accuracy_code_sha()}
         index = content_sha({"macro": dump(Macro, macro), **shared})[:16]
         h = self._key_index.get(index)
         if h is None:
@@ -114,6 +122,28 @@ class Evaluator:
             self._key_index[index] = h
         self._key_memo[macro] = h
         return h
+
+    def activity_of(self, macro: Macro) -> dict | str:
+        """The measured per-layer activity for this macro's precisions (measured once, kept in the run
+        folder), or the reason it could not be measured."""
+        assert self.activity is not None
+        h = act.key_hash(self.activity, macro)
+        if h not in self._activity:
+            entry = self.store.activity(h)
+            if entry is None:
+                start = time.perf_counter()
+                try:
+                    layers = act.measure(self.activity, self.workload, self.mapping, macro)
+                except Exception as exc:  # every point that needs it is failed with the reason
+                    self._activity[h] = act.failure(exc)
+                    return self._activity[h]
+                finally:
+                    self.stats.activity_runs += 1
+                    self.stats.activity_s += time.perf_counter() - start
+                entry = {"key": act.activity_key(self.activity, macro), "layers": layers}
+                self.store.put_activity(h, entry)
+            self._activity[h] = entry["layers"]
+        return self._activity[h]
 
     def save_key_index(self) -> None:
         if len(self._key_index) != self._key_index_size:
@@ -176,8 +206,13 @@ class Evaluator:
             elif rec is not None and "cost" in rec and not rec.get("error"):
                 self._after_cost(job, rec)
             else:
+                activity = self.activity_of(job.accelerator.macro) if self.activity is not None else None
+                if isinstance(activity, str):
+                    self._finish(job, self._put(job, error=activity))
+                    continue
                 fut = self.pool.executor.submit(cost_task, self.cost_fn, self.workload, self.mapping,
-                                                job.accelerator, self.space.spec.workload.opt)
+                                                job.accelerator, self.space.spec.workload.opt,
+                                                None if activity is None else act.priced(activity))
                 self._inflight[fut] = ("cost", job)
         while self._inflight:
             done, _ = wait(list(self._inflight), return_when=FIRST_COMPLETED)

@@ -34,8 +34,8 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("program_time", "program_time_s", "min", "NVM write-verify time (s)"),
 )}
 
-COST_METRICS = ("energy_pJ", "latency_s", "latency_cycles", "clock_ns", "area_mm2", "edp_Js", "tops_per_w", "macs",
-                "program_energy_pJ", "program_time_s")
+COST_METRICS = ("energy_pJ", "macro_energy_pJ", "memory_energy_pJ", "latency_s", "latency_cycles", "clock_ns",
+                "area_mm2", "edp_Js", "tops_per_w", "macs", "program_energy_pJ", "program_time_s")
 ACCURACY_METRICS = ("accuracy", "accuracy_std", "float_accuracy", "accuracy_samples")
 
 # constraint field -> (metric, kind); "max" = the metric must not exceed the limit
@@ -54,6 +54,9 @@ def cost_metrics(result: NetworkCost) -> dict[str, float]:
     energy = result.energy_pJ
     return {
         "energy_pJ": energy,
+        "macro_energy_pJ": sum(sum(layer.macro_energy_pJ.values()) for layer in result.layers),
+        "memory_energy_pJ": sum(sum(sum(ops.values()) for ops in layer.memory_energy_pJ.values())
+                                for layer in result.layers),
         "latency_s": result.latency_s,
         "latency_cycles": result.latency_cycles,
         "clock_ns": result.clock_ns,

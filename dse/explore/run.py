@@ -20,8 +20,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from dse.code_sha import cost_code_sha
 from dse.errors import InputError
 from dse.explore.accuracy import AccuracySettings, SimulatorAccuracy, evaluator_name
+from dse.explore.activity import ActivitySettings
 from dse.explore.engine import Evaluator, Job
 from dse.explore.executors import open_pool
 from dse.explore.objectives import OBJECTIVES
@@ -93,11 +95,23 @@ def _accuracy_setup(space: Space, accuracy_fn: Any) -> tuple[Any, AccuracySettin
     if accuracy_fn is None:
         accuracy_fn = SimulatorAccuracy()  # imported when a key or a simulation is first needed
     w = space.spec.workload
-    data_path = w.data_path
+    return accuracy_fn, AccuracySettings(model=str(space.model), model_sha=file_sha(space.model), dataset=w.dataset,
+                                         data_path=_data_path(space), samples=w.samples, repeats=w.repeats, seed=w.seed)
+
+
+def _data_path(space: Space) -> str | None:
+    data_path = space.spec.workload.data_path
     if data_path and not Path(data_path).is_absolute():
         data_path = str(space.root / data_path)
-    return accuracy_fn, AccuracySettings(model=str(space.model), model_sha=file_sha(space.model), dataset=w.dataset,
-                                         data_path=data_path, samples=w.samples, repeats=w.repeats, seed=w.seed)
+    return data_path
+
+
+def _activity_setup(space: Space) -> ActivitySettings | None:
+    w = space.spec.workload
+    if w.activity != "measured":
+        return None
+    return ActivitySettings(model=str(space.model), model_sha=file_sha(space.model), dataset=w.dataset,
+                            data_path=_data_path(space), samples=w.activity_samples, seed=w.seed)
 
 
 class _Tables:
@@ -227,15 +241,21 @@ def run_exploration(space: Space | str | Path, *, cost_fn: Callable, accuracy_fn
     workload = load_onnx(space.model)
     mapping = load_mapping(space.mapping)
     check_mapping(mapping, workload)
+    activity = _activity_setup(space)
     fingerprint = {"workload": file_sha(space.model), "mapping": file_sha(space.mapping),
-                   "opt": space.spec.workload.opt, "cost_fn": evaluator_name(cost_fn)}
+                   "opt": space.spec.workload.opt, "cost_fn": evaluator_name(cost_fn), "code": cost_code_sha()}
+    if activity is not None:  # absent otherwise, so folders made before the option keep their fingerprint
+        fingerprint["activity"] = activity.fingerprint()
     run_dir = Path(output) if output is not None else Path("outputs") / space.name
     started = time.time()
     with ResultStore(run_dir, fingerprint) as store:
         notes = list(space.notes)
         if store.torn:
             notes.append("a line cut short by an interrupted run was dropped from points.jsonl")
-        if store.foreign:
+        if store.foreign and store.code_changed:
+            notes.append(f"cim-dse's cost code changed since the stored results: {store.foreign} stored lines "
+                         "set aside, their points computed again")
+        elif store.foreign:
             notes.append(f"{store.foreign} stored lines of another exploration were ignored")
         previous_runs = store.run_json().get("runs", [])
         pool = open_pool(workers, scheduler)
@@ -243,7 +263,8 @@ def run_exploration(space: Space | str | Path, *, cost_fn: Callable, accuracy_fn
             settings = replace(settings, threads=max(1, (os.cpu_count() or 1) // pool.workers))
         bar = _RichBar(f"explore {space.name}") if progress else _NullBar()
         evaluator = Evaluator(space, store, pool, cost_fn=cost_fn, accuracy_fn=accuracy_fn, settings=settings,
-                              workload=workload, mapping=mapping, progress=bar, retry_failed=retry_failed)
+                              workload=workload, mapping=mapping, progress=bar, retry_failed=retry_failed,
+                              activity=activity)
         tables = _Tables(space, store, evaluator)
         evaluator.on_record = tables.write
         info = {"strategy": kind, "budget": budget if kind == "nsga2" else None,

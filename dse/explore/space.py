@@ -79,6 +79,12 @@ class WorkloadSpec:
     samples: int | None = Field(None, gt=0, description="test images per accuracy run (default: the whole test set)")
     repeats: int = Field(1, gt=0, description="noise instances averaged per accuracy run")
     seed: int = Field(0, description="seed of the accuracy simulation (noise, sample choice)")
+    activity: Literal["macro", "measured"] = Field(
+        "macro", description="switching activity each layer is priced at: `macro` (the hardware YAML's `activity` "
+        "defaults) or `measured` (input toggle rate and weight sparsity measured per layer on `activity_samples` "
+        "test images of `dataset`, once per weight bits, input bits and input bits per cycle; needs the model's "
+        "weights). The mapping file's `activity` entries win either way")
+    activity_samples: int = Field(256, gt=0, description="test images the activity is measured on")
 
 
 @dataclass(frozen=True, config=_STRICT)

@@ -10,8 +10,10 @@
 * ``.lock``: held (flock) while a run writes, so two runs never interleave in one folder.
 
 A run records a fingerprint of what every result depends on besides the point's own parameters
-(workload and mapping contents, mapper objective, accuracy settings and evaluator). Reopening the
-folder with another fingerprint is refused, naming what changed, instead of mixing results.
+(workload and mapping contents, mapper objective, evaluator, and a hash of cim-dse's cost code,
+``dse.code_sha``). Reopening the folder with another fingerprint is refused, naming what changed,
+instead of mixing results; when only the code changed, the stored lines are set aside (never reused)
+and their points computed again. Accuracy keys carry the simulator's code hash the same way.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ResultStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = fingerprint
         self.fp = content_sha(fingerprint)[:16]
+        self.code_changed = False  # the stored results were made by other cim-dse code
         self._lock = self._take_lock()
         try:
             self._check_fingerprint()
@@ -83,6 +86,9 @@ class ResultStore:
             return  # unreadable view: the records' own fingerprints still decide
         if old and old != self.fingerprint:
             changed = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
+            if changed == ["code"]:  # a new cim-dse: same exploration, its results are computed again
+                self.code_changed = True
+                return
             raise InputError(display_path(self.dir), None,
                              f"holds results of a different exploration ({', '.join(changed)} changed)",
                              "use another --output for the new space, or delete the folder to start over")
@@ -142,6 +148,16 @@ class ResultStore:
     def put_accuracy(self, key_hash: str, entry: dict) -> None:
         write_atomic(self.dir / "accuracy" / f"{key_hash}.json", json.dumps(entry, indent=1, default=_jsonable) + "\n")
         self._accuracy[key_hash] = entry
+
+    # -- measured activity cache ---------------------------------------------------------------
+    def activity(self, key_hash: str) -> dict | None:
+        try:
+            return json.loads((self.dir / "activity" / f"{key_hash}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put_activity(self, key_hash: str, entry: dict) -> None:
+        write_atomic(self.dir / "activity" / f"{key_hash}.json", json.dumps(entry, indent=1, default=_jsonable) + "\n")
 
     def key_index(self) -> dict[str, str]:
         """Accuracy key hash by macro (and settings), so a stored run reopens without loading the simulator."""

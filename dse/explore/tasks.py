@@ -20,11 +20,13 @@ def _failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def cost_task(cost_fn, workload, mapping, accelerator, opt: str) -> dict[str, Any]:
-    """``{"cost": metrics, "cost_s": seconds}`` or ``{"error": reason, ...}``."""
+def cost_task(cost_fn, workload, mapping, accelerator, opt: str, activity: dict | None = None) -> dict[str, Any]:
+    """``{"cost": metrics, "cost_s": seconds}`` or ``{"error": reason, ...}``; ``activity`` (per layer, measured)
+    goes to the cost function only when given, so a custom one without that argument still works."""
     start = time.perf_counter()
     try:
-        result = cost_fn(workload, accelerator, mapping, opt=opt)
+        extra = {} if activity is None else {"activity": activity}
+        result = cost_fn(workload, accelerator, mapping, opt=opt, **extra)
         out: dict[str, Any] = {"cost": cost_metrics(result)}
     except Exception as exc:
         out = {"error": f"cost: {_failure(exc)}"}
