@@ -465,21 +465,39 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             repeats=args.repeats, seed=args.seed, overrides=parse_overrides(args.override),
             checkpoint=args.checkpoint, digital=args.digital, semantics=args.semantics,
             per_channel=args.per_channel, batch_size=args.batch_size, device=args.device,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+            progress=lambda done, total: bar.update(task, completed=done, total=total), layer_errors=args.layer_errors)
     full = {"workload": args.workload, "hardware": args.hardware, **result.to_dict()}
     if args.output:
         write_atomic(Path(args.output) / "accuracy.json", json.dumps(full, indent=2) + "\n")
     if args.json:
-        _print_json({k: full[k] for k in ("accuracy", "accuracy_std", "float_accuracy", "samples")})
+        keys = ("accuracy", "accuracy_std", "float_accuracy", "samples") + (("layers",) if args.layer_errors else ())
+        _print_json({k: full.get(k, []) for k in keys})
         return 0
     console = _console()
     spread = f" +- {result.accuracy_std:.2%} over {result.repeats} noise instances" if result.repeats > 1 else ""
     console.print(f"{Path(args.workload).name} on {Path(args.hardware).name}, {result.dataset} "
                   f"({result.samples} test images): CiM accuracy {result.accuracy:.2%}{spread}, "
                   f"float {result.float_accuracy:.2%}")
+    if args.layer_errors:
+        console.print(_layer_error_table(result.layers))
     if args.output:
         console.print(f"wrote {display_path(Path(args.output) / 'accuracy.json')}")
     return 0
+
+
+def _layer_error_table(layers: Sequence[dict]) -> Table:
+    """The per-layer errors of ``simulate --layer-errors`` (integer units: input code x weight code)."""
+    table = Table(title="CiM layers against the exact integer result (on the simulated network's own inputs)",
+                  title_justify="left")
+    for col in ("layer", "outputs", "RMS output", "RMSE", "relative RMSE", "SQNR (dB)", "mean error"):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for e in layers:
+        rel = "-" if e["relative_rmse"] is None else f"{e['relative_rmse']:.2%}"
+        sqnr = "exact" if e["sqnr_db"] is None and e["rmse"] == 0 else (
+            "-" if e["sqnr_db"] is None else f"{e['sqnr_db']:.1f}")
+        table.add_row(e["layer"], f"{e['outputs']:,}", f"{e['rms_output']:.4g}", f"{e['rmse']:.4g}", rel, sqnr,
+                      f"{e['mean_error']:+.3g}")
+    return table
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -794,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="asim = ASiM's arithmetic exactly; default = the same physics with its faults fixed")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--output", help="folder for accuracy.json")
+    p.add_argument("--layer-errors", action="store_true",
+                   help="also measure each CiM layer's output error against the exact integer result (SQNR, "
+                        "relative RMSE): which layer loses the accuracy")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("train", help="quantisation- and noise-aware training for a macro")

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dse.accuracy.core import CimConfig, cim_matmul
+from dse.accuracy.layer_errors import ErrorStats
 from dse.accuracy.pac import PacConfig, pac_matmul
 from dse.accuracy.quant import (
     ActivationQuantizer,
@@ -83,6 +84,7 @@ class CimLayer(nn.Module):
         self.act = ActivationQuantizer(config.input_bits, calibration=calibration, pact=pact, asymmetric=asymmetric)
         # device variation in code units (see the module docstring); not saved in the state dict
         self.register_buffer("weight_delta", None, persistent=False)
+        self.error_stats: ErrorStats | None = None  # set by dse.accuracy.layer_errors.tracking_errors
 
     def _weight_codes(self) -> tuple[Tensor, Tensor]:
         """Weight codes and step, plus ``weight_delta`` when set (integer again where the bit-wise core runs)."""
@@ -148,7 +150,11 @@ class CimLayer(nn.Module):
         """The integer-domain output for the current mode, from two thunks: the exact result (not computed
         in ``simulate`` mode, where it would be thrown away) and the macro simulation."""
         if self.mode == "simulate":
-            return simulate()
+            sim = simulate()
+            if self.error_stats is not None:  # dse.accuracy.layer_errors: the same codes, exactly
+                with torch.no_grad():
+                    self.error_stats.add(sim, exact_fn())
+            return sim
         exact = exact_fn()
         if self.mode == "train" and self.macro_noise:
             with torch.no_grad():

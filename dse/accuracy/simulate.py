@@ -9,6 +9,7 @@ generator seeded with ``seed + repeat``: the same command gives the same numbers
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,8 @@ from torch import nn
 
 from dse.accuracy.convert import DIGITAL_DEFAULT, config_from_macro, convert
 from dse.accuracy.datasets import load_split
+from dse.accuracy.layer_errors import layer_errors as summarise_errors
+from dse.accuracy.layer_errors import tracking_errors
 from dse.accuracy.layers import cim_layers, set_generator, set_mode
 from dse.errors import InputError, display_path
 from dse.hardware import Accelerator, Macro, macro_of
@@ -39,10 +42,15 @@ class AccuracyResult:
     dataset: str
     per_repeat: tuple[float, ...] = ()
     settings: dict = field(default_factory=dict)
+    layers: tuple[dict, ...] = ()  # per-layer error against the exact result (layer_errors=True), model order
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["per_repeat"] = list(self.per_repeat)
+        if self.layers:
+            d["layers"] = list(self.layers)
+        else:
+            d.pop("layers")
         return d
 
 
@@ -147,11 +155,13 @@ def simulate_accuracy(model: nn.Module | str | Path, hardware: Macro | Accelerat
                       checkpoint: str | Path | None = None, digital: Sequence[str] = DIGITAL_DEFAULT,
                       semantics: str = "default", per_channel: bool = False, batch_size: int = 256,
                       calibration_samples: int = 512, device: str = "cpu",
-                      progress: Progress | None = None) -> AccuracyResult:
+                      progress: Progress | None = None, layer_errors: bool = False) -> AccuracyResult:
     """Float and CiM-simulated top-1 accuracy of a model (ONNX path with weights, or torch) on a macro.
 
     ``samples`` limits the test set to a seeded subset; ``repeats`` simulates that many noise
-    instances (only when the macro is noisy; a deterministic macro runs once).
+    instances (only when the macro is noisy; a deterministic macro runs once). ``layer_errors`` also measures
+    each CiM layer's output error against the exact integer result over all of them
+    (:mod:`dse.accuracy.layer_errors`; it costs one exact matmul per layer and batch).
     """
     if repeats < 1:
         raise InputError(None, "repeats", f"= {repeats}: must be at least 1")
@@ -181,24 +191,26 @@ def simulate_accuracy(model: nn.Module | str | Path, hardware: Macro | Accelerat
     noisy = variation is not None or any(_noisy(layer.config) for layer in cim_layers(cim))
     runs = repeats if noisy else 1
     accs = []
-    for r in range(runs):
-        generator = torch.Generator(device=device).manual_seed(seed + r)
-        set_generator(cim, generator)
-        if variation is not None:  # one NVM chip instance per repeat
-            set_variation(cim, sample_deltas(cim, variation, masks, generator))
-        done = r * n_test
-        report = (lambda seen, _t, done=done: progress(done + seen, runs * n_test)) if progress else None
-        try:
-            accs.append(evaluate(cim, batches_of(test, batch_size, test_idx), device, report, runs * n_test))
-        finally:
-            set_variation(cim, None)
+    with tracking_errors(cim) if layer_errors else contextlib.nullcontext({}) as error_stats:
+        for r in range(runs):
+            generator = torch.Generator(device=device).manual_seed(seed + r)
+            set_generator(cim, generator)
+            if variation is not None:  # one NVM chip instance per repeat
+                set_variation(cim, sample_deltas(cim, variation, masks, generator))
+            done = r * n_test
+            report = (lambda seen, _t, done=done: progress(done + seen, runs * n_test)) if progress else None
+            try:
+                accs.append(evaluate(cim, batches_of(test, batch_size, test_idx), device, report, runs * n_test))
+            finally:
+                set_variation(cim, None)
     mean = sum(accs) / len(accs)
     std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
     settings = {"macro": config_from_macro(macro).to_dict(), "digital": list(digital), "semantics": semantics,
                 "per_channel": per_channel, "calibration_samples": calibration_samples,
                 "checkpoint": None if checkpoint is None else str(checkpoint)}
     return AccuracyResult(accuracy=mean, accuracy_std=std, float_accuracy=float_acc, samples=n_test, repeats=runs,
-                          seed=seed, dataset=dataset, per_repeat=tuple(accs), settings=settings)
+                          seed=seed, dataset=dataset, per_repeat=tuple(accs), settings=settings,
+                          layers=tuple(e.to_dict() for e in summarise_errors(error_stats)))
 
 
 def _verified_masks(model: nn.Module, variation, calibration: list, seed: int, device: str) -> dict:
