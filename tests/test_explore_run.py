@@ -323,3 +323,19 @@ def test_code_digests_are_remembered_and_a_broken_cache_is_ignored(tmp_path, mon
     raw = next(k for k, v in remembered.items() if v == want[files[0]])
     cache_file().write_text(json.dumps({**remembered, raw: "from-the-cache"}))
     assert _digests(files[:1]) == {files[0]: "from-the-cache"}
+
+
+def test_finetuning_each_design_through_its_macro_recovers_noisy_accuracy(tmp_path):
+    """workload.finetune_epochs trains the model through each design's own macro before simulating it; the
+    setting is part of the accuracy key, so changing it recomputes the accuracies and reuses the costs."""
+    params = {"macro.accuracy.noise_sigma_pct": [1.0]}
+    plain = write_space(tmp_path, parameters=params, workload={"model": MODEL, "samples": 120})
+    first = run_exploration(plain, output=tmp_path / "run", workers=0, plots=False)
+    tuned = write_space(tmp_path, parameters=params, workload={"model": MODEL, "samples": 120, "finetune_epochs": 2})
+    second = run_exploration(tuned, output=tmp_path / "run", workers=0, plots=False)
+    assert second.stats["accuracy_runs"] == 1 and second.stats["cost_runs"] == 0
+    assert second.rows[0]["accuracy"] > first.rows[0]["accuracy"] + 0.1  # 0.58 -> 0.81 when written
+    assert len(list((tmp_path / "run" / "accuracy").glob("*.json"))) == 2
+    key = json.loads(next(p for p in (tmp_path / "run" / "accuracy").glob("*.json")
+                          if "finetune" in p.read_text()).read_text())["key"]
+    assert key["finetune"] == {"epochs": 2, "lr": 1e-3}

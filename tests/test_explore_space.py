@@ -100,6 +100,14 @@ def test_relative_paths_are_read_from_the_space_file(tmp_path):
     assert [b.name for b in space.bases] == ["aimc_template", "dimc_template"]
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_loads_and_builds_its_points(path):
+    space = load_space(path)
+    assert space.name == path.stem
+    for point in grid(space):
+        build_accelerator(space, point)
+
+
 def test_parameter_that_does_not_apply_is_dropped_not_multiplied(tmp_path):
     space = load_space(write_space(tmp_path, base=[AIMC, DIMC], parameters={
         "macro.rows": [64, 128], "macro.adc_bits": [4, 6, 8]}))

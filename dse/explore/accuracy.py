@@ -36,6 +36,8 @@ class AccuracySettings:
     repeats: int = 1
     seed: int = 0
     threads: int | None = None  # torch threads per worker (None: leave as is)
+    finetune_epochs: int = 0  # hardware-aware fine-tuning per design before simulating (0: none)
+    finetune_lr: float = 1e-3
 
 
 class AccuracyFn(Protocol):
@@ -99,8 +101,21 @@ class SimulatorAccuracy:
             import torch
 
             torch.set_num_threads(settings.threads)
-        return simulate_accuracy(settings.model, accelerator, dataset=settings.dataset, data_path=settings.data_path,
-                                 samples=settings.samples, repeats=settings.repeats, seed=settings.seed)
+        if not settings.finetune_epochs:
+            return simulate_accuracy(settings.model, accelerator, dataset=settings.dataset,
+                                     data_path=settings.data_path, samples=settings.samples, repeats=settings.repeats,
+                                     seed=settings.seed)
+        import tempfile
+
+        from dse.accuracy.train import train
+
+        with tempfile.TemporaryDirectory(prefix="cim-dse-finetune-") as tmp:  # the weights are not kept
+            trained = train(settings.model, accelerator, dataset=settings.dataset, data_path=settings.data_path,
+                            epochs=settings.finetune_epochs, lr=settings.finetune_lr, seed=settings.seed,
+                            macro_noise=True, output=tmp)
+            return simulate_accuracy(settings.model, accelerator, dataset=settings.dataset,
+                                     data_path=settings.data_path, samples=settings.samples, repeats=settings.repeats,
+                                     seed=settings.seed, checkpoint=trained.checkpoint)
 
     def accuracy_key(self, macro: Macro) -> dict:
         from dse.accuracy.simulate import accuracy_key

@@ -96,7 +96,8 @@ def _accuracy_setup(space: Space, accuracy_fn: Any) -> tuple[Any, AccuracySettin
         accuracy_fn = SimulatorAccuracy()  # imported when a key or a simulation is first needed
     w = space.spec.workload
     return accuracy_fn, AccuracySettings(model=str(space.model), model_sha=file_sha(space.model), dataset=w.dataset,
-                                         data_path=_data_path(space), samples=w.samples, repeats=w.repeats, seed=w.seed)
+                                         data_path=_data_path(space), finetune_epochs=w.finetune_epochs,
+                                         finetune_lr=w.finetune_lr, samples=w.samples, repeats=w.repeats, seed=w.seed)
 
 
 def _data_path(space: Space) -> str | None:

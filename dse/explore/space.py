@@ -85,6 +85,11 @@ class WorkloadSpec:
         "test images of `dataset`, once per weight bits, input bits and input bits per cycle; needs the model's "
         "weights). The mapping file's `activity` entries win either way")
     activity_samples: int = Field(256, gt=0, description="test images the activity is measured on")
+    finetune_epochs: int = Field(
+        0, ge=0, description="hardware-aware fine-tuning before each accuracy run: this many epochs of training "
+        "from the model's weights through the design's own macro (its ADC, noise and non-linearity in the forward "
+        "pass; `cim-dse train --macro-noise`) on the training split of `dataset`; 0 simulates the model as it is")
+    finetune_lr: float = Field(1e-3, gt=0, description="learning rate of the fine-tuning (Adam)")
 
 
 @dataclass(frozen=True, config=_STRICT)
