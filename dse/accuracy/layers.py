@@ -147,8 +147,9 @@ class CimLayer(nn.Module):
         return self.config if self.config.signed_inputs == signed else replace(self.config, signed_inputs=signed)
 
     def _integer(self, exact_fn: Callable[[], Tensor], simulate: Callable[[], Tensor]) -> Tensor:
-        """The integer-domain output for the current mode, from two thunks: the exact result (not computed
-        in ``simulate`` mode, where it would be thrown away) and the macro simulation."""
+        """The integer-domain output for the current mode, from two thunks: the exact result (in ``simulate``
+        mode computed only while the layer's error is tracked, else it would be thrown away) and the macro
+        simulation."""
         if self.mode == "simulate":
             sim = simulate()
             if self.error_stats is not None:  # dse.accuracy.layer_errors: the same codes, exactly

@@ -108,7 +108,7 @@ class Evaluator:
         shared = {"model": s.model_sha, "dataset": s.dataset, "data_path": s.data_path, "samples": s.samples,
                   "repeats": s.repeats, "seed": s.seed, "evaluator": evaluator_name(self.accuracy_fn),
                   "code": accuracy_code_sha()}
-        if s.finetune_epochs:  # absent otherwise: the keys of runs made before the option stay valid
+        if s.finetune_epochs:  # only when set: without fine-tuning a key holds what it always held
             shared["finetune"] = {"epochs": s.finetune_epochs, "lr": s.finetune_lr}
         index = content_sha({"macro": dump(Macro, macro), **shared})[:16]
         h = self._key_index.get(index)

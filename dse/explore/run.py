@@ -245,7 +245,7 @@ def run_exploration(space: Space | str | Path, *, cost_fn: Callable, accuracy_fn
     activity = _activity_setup(space)
     fingerprint = {"workload": file_sha(space.model), "mapping": file_sha(space.mapping),
                    "opt": space.spec.workload.opt, "cost_fn": evaluator_name(cost_fn), "code": cost_code_sha()}
-    if activity is not None:  # absent otherwise, so folders made before the option keep their fingerprint
+    if activity is not None:  # only when measured: the macro's defaults are already in the bases' contents
         fingerprint["activity"] = activity.fingerprint()
     run_dir = Path(output) if output is not None else Path("outputs") / space.name
     started = time.time()
