@@ -15,12 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dse.accuracy.core_planes as planes
-from dse.accuracy import core_fused
+from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.core import CimConfig, Cycle, cim_matmul, input_cycles, row_groups
 
-# the epilogue paths: torch (whole-tensor passes) and the numba kernels (where numba is installed)
+# the epilogue paths: torch (whole-tensor passes), the numba kernels (where numba is installed) and the
+# bit-sliced native kernel (where it builds: x86-64 with AVX-512 and a C compiler)
 FUSED = ["popcount", "gemm"] if core_fused.kernels() is not None else []
-PATHS = ["torch", *FUSED]
+NATIVE = ["bitsliced"] if core_bitsliced.library() is not None else []
+PATHS = ["torch", *FUSED, *NATIVE]
 
 
 @contextlib.contextmanager
@@ -349,7 +351,7 @@ def test_fused_paths_equal_the_torch_path_bit_for_bit(config, shape, monkeypatch
     for kernel in PATHS:
         monkeypatch.setenv(core_fused.ENV, kernel)
         results[kernel] = cim_matmul(x, w, config)
-    for kernel in FUSED:
+    for kernel in [*FUSED, *NATIVE]:
         assert torch.equal(results[kernel], results["torch"]), kernel
     assert not torch.equal(results["torch"], (x @ w).float())
 
@@ -404,13 +406,16 @@ def test_kernel_choice(monkeypatch):
     monkeypatch.setenv(core_fused.ENV, "torch")
     assert core_fused.kernel_for(cpu) == "torch"
     monkeypatch.setenv(core_fused.ENV, "tensorflow")
-    with pytest.raises(ValueError, match="CIM_DSE_KERNEL='tensorflow': must be one of auto, torch, popcount, gemm"):
+    with pytest.raises(ValueError, match="CIM_DSE_KERNEL='tensorflow': must be one of auto, torch, popcount, gemm, "
+                                         "bitsliced"):
         core_fused.kernel_for(cpu)
     monkeypatch.setenv(core_fused.ENV, "auto")
     assert core_fused.kernel_for(torch.device("cuda")) == "torch"
-    assert core_fused.kernel_for(cpu) == ("torch" if not FUSED else core_fused.kernel_for(cpu))
-    if FUSED:
-        assert core_fused.kernel_for(cpu) in FUSED
+    auto = core_fused.kernel_for(cpu)
+    assert auto == (NATIVE or FUSED or ["torch"])[0] or (auto == "gemm" and FUSED)
+    monkeypatch.setattr(core_fused.core_bitsliced, "library", lambda: None)  # no compiler or no AVX-512
+    monkeypatch.setenv(core_fused.ENV, "bitsliced")
+    assert core_fused.kernel_for(cpu) == ("popcount" if FUSED else "torch")
     monkeypatch.setattr(core_fused, "kernels", lambda: None)  # numba missing or broken
     monkeypatch.setenv(core_fused.ENV, "popcount")
     assert core_fused.kernel_for(cpu) == "torch"

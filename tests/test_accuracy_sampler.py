@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from dse.accuracy import core_fused
+from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.core import CimConfig, cim_matmul
 
 K = core_fused.kernels()
 pytestmark = pytest.mark.skipif(K is None, reason="numba not installed")
 SAMPLERS = ["table", "normal"]
+# the kernels that sample codes: numba's, and the bit-sliced native one where it builds (table noise only;
+# configurations it does not cover run numba's)
+KERNELS = ["popcount", *(["bitsliced"] if core_bitsliced.library() is not None else [])]
 
 
 def phi(x: float) -> float:
@@ -134,6 +137,7 @@ def test_noise_choice_and_margin(monkeypatch):
 # the kernels' codes against the analytic distribution
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("adc_bits,mac,noise", [
     (8, 128, {"noise_sigma_lsb": 2.0}),  # u = 128
@@ -146,8 +150,11 @@ def test_noise_choice_and_margin(monkeypatch):
     (8, 3, {"noise_sigma_pct": 0.5, "nonlinear_sigma_pct": 4.0}),  # both terms, clamped at 0
     (8, 200, {"noise_sigma_lsb": 12.0}),  # wide, clamped at L
 ])
-def test_code_frequencies_match_the_analytic_distribution(adc_bits, mac, noise, sampler, monkeypatch):
+def test_code_frequencies_match_the_analytic_distribution(adc_bits, mac, noise, sampler, kernel, monkeypatch):
+    if kernel == "bitsliced" and sampler == "normal":
+        pytest.skip("the bit-sliced kernel samples table noise only (normal noise runs numba's)")
     monkeypatch.setenv(core_fused.NOISE_ENV, sampler)
+    monkeypatch.setenv(core_fused.ENV, kernel)
     levels = 2**adc_bits - 1
     u = mac * levels / 255
     sigma = noise.get("noise_sigma_lsb", noise.get("noise_sigma_pct", 0.0) / 100 * levels)
@@ -202,7 +209,7 @@ def test_codes_equal_the_exact_thresholds_where_half_the_conversions_take_them(c
         0, 2**config.input_bits)
     x = torch.randint(lo, hi, (2, 37, 300), generator=gen)
     w = torch.randint(-(2 ** (config.weight_bits - 1)) + 1, 2 ** (config.weight_bits - 1), (300, 21), generator=gen)
-    for kernel in ("popcount", "gemm"):
+    for kernel in ("popcount", "gemm", *KERNELS[1:]):
         monkeypatch.setenv(core_fused.ENV, kernel)
         fast = cim_matmul(x, w, config, torch.Generator().manual_seed(4))
         with monkeypatch.context() as m:

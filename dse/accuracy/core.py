@@ -313,7 +313,9 @@ def _simulate(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generator | N
         return _exact_matmul(x[..., : groups.keep], w[:, : groups.keep], c)
     kernel = kernel_for(x.device)
     if kernel != "torch":
-        return simulate_fused(x, w, c, groups.size, groups.count, groups.keep, generator, kernel)
+        out = simulate_fused(x, w, c, groups.size, groups.count, groups.keep, generator, kernel)
+        if out is not None:
+            return out
     return simulate_planes(x, w, c, groups.size, groups.count, groups.keep, generator)
 
 

@@ -1,18 +1,26 @@
-"""Fused CPU path of the bit-plane simulator: numba kernels instead of whole-tensor torch passes.
+"""Fused CPU path of the bit-plane simulator: native and numba kernels instead of whole-tensor torch passes.
 
 :func:`simulate_fused` computes what ``core_planes.simulate_planes`` computes (bit for bit without
 noise; the same distribution with noise, from a different random stream), with one pass per output
 element: the ADC epilogue (scale, noise, clamp, round, votes, hybrid cycles, shift-add, sum over
-groups) runs on an L1-sized scratch per (row, group), and only the (M, N) output reaches memory.
-Column sums come either from AND + popcount of packed bit planes inside the same kernel
-(``"popcount"``: no intermediate at all) or from the torch bit-plane GEMM (``"gemm"``: the packed
-sums of one M-chunk, then the kernel). Kernels: ``core_kernels``, compiled on first use and cached
-by numba (``cache=True``: about 10-20 s per kernel and dtype once per machine, then ~1 s to load).
+groups) runs on an L1-sized scratch, and only the (M, N) output reaches memory. Column sums come
+from one of three kernels:
+
+- ``"bitsliced"`` (``core_bitsliced``, C with AVX-512, built on first use by the system compiler):
+  lane-wise carry-save counting of bit planes taken across 512 rows at once, then the epilogue in
+  16-lane vectors; it covers every configuration but votes, the nonlinear noise term, Box-Muller
+  noise, more than 8 input bits or 511 rows per group, which go to ``"popcount"``;
+- ``"popcount"`` (numba, ``core_kernels``): AND + popcount of packed bit planes in the same kernel;
+- ``"gemm"`` (numba): the torch bit-plane GEMM's packed sums of one M-chunk, then the kernel.
+
+The numba kernels compile on first use and are cached by numba (``cache=True``: about 10-20 s per
+kernel and dtype once per machine, then ~1 s to load).
 
 Which path runs (:func:`kernel_for`): environment variable ``CIM_DSE_KERNEL`` = ``auto`` (default),
-``torch`` (always the torch epilogue), ``popcount`` or ``gemm``; ``auto`` takes ``gemm`` on CPUs with
-AMX (bf16 GEMM far faster than popcounts), ``popcount`` on other CPUs, and the torch path for CUDA
-tensors or when numba cannot be imported.
+``torch`` (always the torch epilogue), ``popcount``, ``gemm`` or ``bitsliced``; ``auto`` takes
+``gemm`` on CPUs with AMX (bf16 GEMM far faster than popcounts), else ``bitsliced`` where it builds
+(x86-64 with AVX-512 and a C compiler), else ``popcount``, and the torch path for CUDA tensors or
+when neither native code nor numba is available.
 
 Noise: one 64-bit key per call is drawn from the caller's generator (``torch.randint``); every
 random number is a pure function of (key, global row, group, column, conversion), so results do not
@@ -43,13 +51,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dse.accuracy import core_planes
+from dse.accuracy import core_bitsliced, core_planes
 from dse.accuracy.core_planes import Buffers, Dims, chunk_rows, column_sums, exact_ratio, weight_planes, work_dtype
 
 if TYPE_CHECKING:
     from dse.accuracy.core import CimConfig
 
-KERNELS = ("auto", "torch", "popcount", "gemm")
+KERNELS = ("auto", "torch", "popcount", "gemm", "bitsliced")
 ENV = "CIM_DSE_KERNEL"
 NOISES = ("table", "normal")
 NOISE_ENV = "CIM_DSE_NOISE"
@@ -72,16 +80,21 @@ def kernels() -> ModuleType | None:
 
 
 def kernel_for(device: torch.device) -> str:
-    """``torch``, ``popcount`` or ``gemm``: the path for operands on ``device`` (module docstring)."""
+    """``torch``, ``popcount``, ``gemm`` or ``bitsliced``: the path for operands on ``device`` (module docstring)."""
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in KERNELS:
         raise ValueError(f"{ENV}={choice!r}: must be one of {', '.join(KERNELS)}")
-    if choice == "torch" or device.type != "cpu" or kernels() is None:
+    if choice == "torch" or device.type != "cpu":
         return "torch"
+    numba = kernels() is not None
     if choice == "auto":
         amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        return "gemm" if amx and torch.get_float32_matmul_precision() == "highest" else "popcount"
-    return choice
+        if numba and amx and torch.get_float32_matmul_precision() == "highest":
+            return "gemm"
+        choice = "bitsliced"
+    if choice == "bitsliced" and core_bitsliced.library() is not None:
+        return "bitsliced"
+    return ("popcount" if choice == "bitsliced" else choice) if numba else "torch"
 
 
 def noise_for() -> str:
@@ -206,12 +219,21 @@ def _integral(xc: Tensor) -> None:
 
 
 def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
-                   generator: torch.Generator | None, kernel: str) -> Tensor:
-    """(Bt, M, K) @ (Bt, K, N) through the macro with the numba kernels; float32 (Bt, M, N)."""
-    mod = kernels()
-    assert mod is not None and kernel in ("popcount", "gemm")
-    _threads()
+                   generator: torch.Generator | None, kernel: str) -> Tensor | None:
+    """(Bt, M, K) @ (Bt, K, N) through the macro with the native or numba kernels; float32 (Bt, M, N).
+
+    None when the bit-sliced kernel does not cover the configuration and numba is missing (the
+    caller then takes the torch path)."""
+    assert kernel in ("popcount", "gemm", "bitsliced")
     tables = Tables(c, work_dtype(c, group_rows), noise_for())
+    if kernel == "bitsliced":
+        if core_bitsliced.covers(c, group_rows, tables):
+            return core_bitsliced.simulate(x, w, c, group_rows, groups, keep, tables, _key(tables, generator))
+        kernel = "popcount"
+    mod = kernels()
+    if mod is None:
+        return None
+    _threads()
     key = _key(tables, generator)
     if kernel == "popcount":
         return _popcount(mod, x, w, c, group_rows, groups, keep, tables, key)

@@ -1,0 +1,244 @@
+"""Host side of the bit-sliced AVX-512 kernel (``core_bitsliced.c``): build, load, dispatch.
+
+The kernel counts column sums lane by lane across 512 rows at once (carry-save adders on bit
+planes, see the C file's header) and runs the ADC epilogue of ``core_kernels`` in 16-lane
+vectors. It is an optional fast path of ``core_fused``: compiled on first use with the system C
+compiler (``$CC``, else ``cc``; about a second) into a per-user cache (``$CIM_DSE_CACHE``, else
+``$XDG_CACHE_HOME/cim-dse`` or ``~/.cache/cim-dse``), keyed by the source, flags and compiler, and
+loaded with ctypes. Without a compiler, on a CPU without AVX-512 (torch's capability string), or
+for a configuration it does not cover (:func:`covers`: votes, the nonlinear noise term, Box-Muller
+noise, more than 8 input bits or 511 rows), the numba kernels run instead.
+
+Noise-free results equal the numba kernels' bit for bit. Noisy codes have the same exact
+distribution (inverse-CDF sampling of one 32-bit uniform, exact to 2^-32) from another generator:
+xoshiro128++ in 16 lanes, seeded per (batch element, block of 512 rows) from one key drawn from
+the caller's torch generator, so results depend on the generator's state, not on threads or on
+how M is chunked (chunks are whole blocks).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from dse.accuracy.core import CimConfig
+    from dse.accuracy.core_fused import Tables
+
+SOURCE = Path(__file__).with_suffix(".c")
+FLAGS = ("-O2", "-std=c11", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-ffp-contract=off",
+         "-fno-math-errno", "-fPIC", "-shared")
+LANES = 512
+MAX_ROWS = 511
+MAX_CYCLES = 8
+CONVERT_BYTES = 64 * 2**20
+"""Scratch of the code conversion (int32 rows at a time)."""
+
+_P_I64, _P_F32, _P_F64 = ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_double)
+
+
+class Params(ctypes.Structure):
+    """The C kernel's ``Params`` (same fields, same order)."""
+
+    _fields_ = [
+        ("kp", ctypes.c_int64), ("ldx", ctypes.c_int64), ("n", ctypes.c_int), ("wb", ctypes.c_int),
+        ("bits", ctypes.c_int), ("groups", ctypes.c_int), ("nc", ctypes.c_int), ("wide", ctypes.c_int),
+        ("lists", ctypes.POINTER(ctypes.c_int32)), ("offsets", _P_I64), ("cyc", _P_I64),
+        ("kinds", ctypes.POINTER(ctypes.c_int8)), ("wts", _P_F32), ("scale", _P_F32), ("den", _P_F32),
+        ("lev", _P_F64), ("fp", _P_F32), ("ratio", _P_F64), ("fx", _P_F64), ("coef", _P_F32),
+        ("rows_nominal", ctypes.c_double), ("levels", ctypes.c_double), ("key", ctypes.c_uint64),
+    ]
+
+
+def cache_dir() -> Path:
+    """Where the compiled kernel is kept."""
+    if os.environ.get("CIM_DSE_CACHE"):
+        return Path(os.environ["CIM_DSE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cim-dse"
+
+
+def _compiler() -> str | None:
+    cc = os.environ.get("CC", "cc")
+    return shutil.which(cc) or shutil.which("gcc")
+
+
+def _avx512() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+def build(cc: str, folder: Path) -> Path:
+    """Compile the kernel with ``cc`` into ``folder`` (once per source, flags and compiler) and return the library.
+
+    Raises OSError or subprocess.SubprocessError when the compiler fails."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    tag = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    lib = folder / f"core_bitsliced-{tag}.so"
+    if not lib.exists():
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        os.close(fd)
+        try:
+            subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True, capture_output=True, timeout=300)
+            os.replace(tmp, lib)  # atomic: a concurrent build or reader sees a whole file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return lib
+
+
+@cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel (built into :func:`cache_dir` on first use), or None where it cannot run."""
+    cc = _compiler()
+    if not _avx512() or cc is None or not SOURCE.exists():
+        return None
+    try:
+        dll = ctypes.CDLL(str(build(cc, cache_dir())))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dll.cim_bitsliced.restype = ctypes.c_int
+    dll.cim_bitsliced.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64,
+                                  ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_int64]
+    dll.cim_quantiles.restype = None
+    dll.cim_quantiles.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    dll.cim_uniforms.restype = None
+    dll.cim_uniforms.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
+    return dll
+
+
+def covers(c: CimConfig, group_rows: int, tables: Tables) -> bool:
+    """Whether the kernel computes this configuration (else the numba kernels do)."""
+    return (tables.fp.dtype == np.float32 and c.input_bits <= 8 and group_rows <= MAX_ROWS
+            and len(c.cycles) <= MAX_CYCLES and c.votes == 1 and c.nonlinear_sigma_pct == 0
+            and (tables.nslots == 0 or tables.table) and int(tables.kinds.max(initial=0)) <= 2)
+
+
+def row_lists(w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """(lists, offsets): for (g, n, i), the global rows k < keep of group g whose weight bit i in column n is 1.
+
+    List q = (g * N + n) * W + i is lists[offsets[q]:offsets[q + 1]], padded with the zero row
+    ``keep`` to a multiple of 16 entries.
+    """
+    n, wb = w.shape[-1], c.weight_bits
+    wk = (w[:keep].to(torch.int64) & (2**wb - 1)).numpy()
+    parts, lengths = [], []
+    for g in range(groups):
+        lo, hi = g * group_rows, min(keep, (g + 1) * group_rows)
+        sub = wk[lo:hi]  # (R, N)
+        bits = ((sub[None, :, :] >> np.arange(wb)[:, None, None]) & 1).astype(bool)  # (W, R, N)
+        cols, planes, rows = np.nonzero(bits.transpose(2, 0, 1))  # sorted by (n, i, r)
+        counts = np.bincount(cols * wb + planes, minlength=n * wb)
+        padded = (counts + 15) // 16 * 16
+        out = np.full(int(padded.sum()), keep, np.int32)
+        starts = np.concatenate(([0], np.cumsum(padded)[:-1]))
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        idx = np.arange(rows.size) - np.repeat(first, counts) + np.repeat(starts, counts)
+        out[idx] = rows + lo
+        parts.append(out)
+        lengths.append(padded)
+    lists = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    offsets = np.concatenate(([0], np.cumsum(np.concatenate(lengths)))).astype(np.int64)
+    return np.ascontiguousarray(lists), offsets
+
+
+@cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """Worker threads for the kernel's blocks (ctypes releases the GIL during a call)."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="cim-bitsliced")
+
+
+def _codes_u8(x: Tensor, c: CimConfig) -> Tensor:
+    """(M, K) integer codes -> contiguous uint8 two's-complement low bits, converted a chunk of rows at a time."""
+    if x.dtype == torch.uint8 and not c.signed_inputs:
+        return x.contiguous()
+    m, k = x.shape
+    out = torch.empty(m, k, dtype=torch.uint8)
+    rows = max(1, CONVERT_BYTES // max(1, 4 * k))
+    for s in range(0, m, rows):
+        xc = x[s : s + rows]
+        if xc.is_floating_point() and bool((xc != torch.trunc(xc)).any()):
+            raise ValueError("cim_matmul: x_codes must hold integer codes")
+        if c.signed_inputs or not xc.is_floating_point():
+            xc = xc.to(torch.int32) & (2**c.input_bits - 1)
+        out[s : s + rows] = xc
+    return out
+
+
+def _ptr(a: np.ndarray, t):  # type: ignore[no-untyped-def]
+    return a.ctypes.data_as(t)
+
+
+def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int, tables: Tables,
+             key: np.uint64) -> Tensor:
+    """(Bt, M, K) @ (Bt, K, N) through the macro with the bit-sliced kernel; float32 (Bt, M, N)."""
+    lib = library()
+    assert lib is not None
+    bt, m, _ = x.shape
+    n = w.shape[-1]
+    cyc = np.ascontiguousarray(np.array([(cy.shift, cy.width) for cy in c.cycles], np.int64))
+    kinds = np.ascontiguousarray(tables.kinds.astype(np.int8))
+    keep_alive = [cyc, kinds, tables.wts, tables.scale, tables.den, tables.lev, tables.fp, tables.ratio, tables.fx,
+                  tables.coef]
+    assert all(a.flags.c_contiguous for a in keep_alive)
+    threads = max(1, torch.get_num_threads())
+    pool = _pool(threads)
+    out = torch.empty(bt, m, n)
+    if True:
+        for b in range(bt):
+            lists, offsets = row_lists(w[b], c, group_rows, groups, keep)
+            lists *= c.input_bits  # plane offsets of the rows
+            params = Params(keep, 0, n, c.weight_bits, c.input_bits, groups, len(c.cycles), int(group_rows > 255),
+                            _ptr(lists, ctypes.POINTER(ctypes.c_int32)), _ptr(offsets, _P_I64), _ptr(cyc, _P_I64),
+                            _ptr(kinds, ctypes.POINTER(ctypes.c_int8)), _ptr(tables.wts, _P_F32),
+                            _ptr(tables.scale, _P_F32), _ptr(tables.den, _P_F32), _ptr(tables.lev, _P_F64),
+                            _ptr(tables.fp, _P_F32), _ptr(tables.ratio, _P_F64), _ptr(tables.fx, _P_F64),
+                            _ptr(tables.coef, _P_F32), tables.rows, tables.levels, int(key))
+            xb = _codes_u8(x[b, :, :keep], c)
+            params.ldx = xb.stride(0)
+            blocks = math.ceil(m / LANES)
+            step = math.ceil(blocks / threads)
+            jobs = [pool.submit(lib.cim_bitsliced, xb.data_ptr(), m, lo, min(blocks, lo + step), b << 32,
+                                ctypes.byref(params), out[b].data_ptr(), n)
+                    for lo in range(0, blocks, step)]
+            if any(j.result() != 0 for j in jobs):
+                raise MemoryError("cim_matmul: the bit-sliced kernel could not allocate its scratch")
+            del lists, offsets
+    return out
+
+
+def quantiles(u: np.ndarray) -> np.ndarray:
+    """The kernel's quantiles of uint32 uniforms (tests: the same bits as the numba kernels')."""
+    from dse.accuracy.core_fused import quantile_table
+
+    lib = library()
+    assert lib is not None
+    padded = np.zeros((u.size + 15) // 16 * 16, np.uint32)
+    padded[: u.size] = u
+    out = np.empty(padded.size, np.float32)
+    coef = quantile_table()
+    lib.cim_quantiles(padded.ctypes.data, padded.size, coef.ctypes.data, out.ctypes.data)
+    return out[: u.size]
+
+
+def uniforms(key: int, stream: int, count: int) -> np.ndarray:
+    """``count`` uniforms of one block's generator (tests)."""
+    lib = library()
+    assert lib is not None
+    out = np.empty((count + 15) // 16 * 16, np.uint32)
+    lib.cim_uniforms(key, stream, out.size, out.ctypes.data)
+    return out[:count]

@@ -1,0 +1,147 @@
+"""The bit-sliced native kernel (``core_bitsliced``): bit for bit the numba kernels' results without noise,
+the same quantiles, seeded and thread-free noise, its fallbacks and its build."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from dse.accuracy import core_bitsliced, core_fused
+from dse.accuracy.core import CimConfig, cim_matmul
+
+LIB = core_bitsliced.library()
+NUMBA = core_fused.kernels()
+pytestmark = pytest.mark.skipif(LIB is None or NUMBA is None,
+                                reason="needs x86-64 with AVX-512, a C compiler and numba")
+
+
+def run(kernel: str, x: torch.Tensor, w: torch.Tensor, c: CimConfig, monkeypatch, seed: int = 1,
+        threads: int | None = None) -> torch.Tensor:
+    monkeypatch.setenv(core_fused.ENV, kernel)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return cim_matmul(x, w, c, torch.Generator().manual_seed(seed))
+    finally:
+        torch.set_num_threads(before)
+
+
+def operands(shape: tuple[int, ...], c: CimConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    *batch, m, k, n = shape
+    gen = torch.Generator().manual_seed(seed)
+    xb = c.input_bits
+    lo, hi = (-(2 ** (xb - 1)) + 1, 2 ** (xb - 1)) if c.signed_inputs else (0, 2**xb)
+    x = torch.randint(lo, hi, (*batch, m, k), generator=gen).float()
+    wb = c.weight_bits
+    w = torch.randint(-(2 ** (wb - 1)) + 1, 2 ** (wb - 1), (*batch, k, n), generator=gen).float()
+    return x, w
+
+
+@pytest.mark.parametrize("config,shape", [
+    (CimConfig(rows=255, adc_bits=6), (1100, 576, 19)),  # three blocks of 512 rows, the last partial
+    (CimConfig(rows=128, adc_bits=8, input_bits_per_cycle=2), (600, 300, 64)),  # the AIMC template's shape
+    (CimConfig(rows=100, adc_bits=6, hybrid_levels=4), (513, 300, 8)),  # L/FS not dyadic: two steps
+    (CimConfig(rows=256, adc_bits=7, input_bits_per_cycle=4), (700, 700, 5)),  # sums above 255: 9 planes
+    (CimConfig(rows=511, adc_bits=8), (64, 1100, 7)),  # the widest group the kernel takes
+    (CimConfig(input_bits=8, signed_inputs=True, input_bits_per_cycle=4, rows=64, adc_bits=5), (2, 300, 200, 6)),
+    (CimConfig(input_bits=4, weight_bits=4, rows=37, adc_bits=3), (2, 90, 150, 33)),  # batched weights
+    (CimConfig(rows=255, adc_bits=7, semantics="asim", kernel_area=9, hybrid_levels=3), (40, 9 * 64, 4)),
+    (CimConfig(rows=64, adc_bits=4, semantics="asim", hybrid_levels=2), (17, 200, 3)),  # hybrid via the ADC
+])
+def test_noise_free_results_equal_the_numba_kernel_bit_for_bit(config, shape, monkeypatch):
+    x, w = operands(shape, config)
+    ours = run("bitsliced", x, w, config, monkeypatch)
+    assert torch.equal(ours, run("popcount", x, w, config, monkeypatch))
+    assert not torch.equal(ours, (x @ w).float())  # lossy: the test is not vacuous
+
+
+def test_integer_dtypes_and_uint8_codes(monkeypatch):
+    config = CimConfig(rows=100, adc_bits=5)
+    x, w = operands((300, 250, 9), config, seed=3)
+    expected = run("popcount", x, w, config, monkeypatch)
+    for xt in (x.to(torch.uint8), x.to(torch.int64), x.double()):
+        assert torch.equal(run("bitsliced", xt, w, config, monkeypatch), expected)
+    with pytest.raises(ValueError, match="integer codes"):
+        run("bitsliced", x.clamp(max=254) + 0.5, w, config, monkeypatch)
+
+
+def test_configurations_it_does_not_cover_run_the_numba_kernel(monkeypatch):
+    x, w = operands((200, 300, 7), CimConfig())
+    for config in (CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0, votes=3, voting_levels=3),
+                   CimConfig(rows=64, adc_bits=6, nonlinear_sigma_pct=2.0),
+                   CimConfig(rows=600, adc_bits=8, noise_sigma_pct=0.5)):
+        tables = core_fused.Tables(config, torch.float32 if config.rows < 600 else torch.float64)
+        assert not core_bitsliced.covers(config, config.rows, tables)
+        assert torch.equal(run("bitsliced", x, w, config, monkeypatch), run("popcount", x, w, config, monkeypatch))
+    monkeypatch.setenv(core_fused.NOISE_ENV, "normal")  # Box-Muller normals are numba's only
+    config = CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0)
+    assert torch.equal(run("bitsliced", x, w, config, monkeypatch), run("popcount", x, w, config, monkeypatch))
+
+
+def test_quantiles_are_the_numba_kernels_bits():
+    rng = np.random.default_rng(1)
+    u = np.concatenate([np.arange(4096), 2**32 - 1 - np.arange(4096), rng.integers(0, 2**32, 2**18)]).astype(np.uint32)
+    coef = core_fused.quantile_table()
+    assert np.array_equal(core_bitsliced.quantiles(u), NUMBA.quantile_values(u, coef, False))
+
+
+def test_uniforms_look_uniform_and_streams_differ():
+    a = core_bitsliced.uniforms(7, 0, 2**20).astype(np.float64)
+    b = core_bitsliced.uniforms(7, 1, 2**20).astype(np.float64)
+    c = core_bitsliced.uniforms(8, 0, 2**20).astype(np.float64)
+    n = a.size
+    for v in (a, b, c):
+        assert abs(v.mean() / 2**32 - 0.5) < 5 * np.sqrt(1 / 12 / n)
+        counts = np.bincount((v / 2**24).astype(np.int64), minlength=256)  # top 8 bits
+        assert ((counts - n / 256) ** 2 / (n / 256)).sum() < 255 + 6 * np.sqrt(2 * 255)
+        lanes = v.reshape(-1, 16)  # neighbouring lanes and steps uncorrelated
+        assert abs(np.corrcoef(lanes[:, 0], lanes[:, 1])[0, 1]) < 5 / np.sqrt(lanes.shape[0])
+        assert abs(np.corrcoef(lanes[:-1, 3], lanes[1:, 3])[0, 1]) < 5 / np.sqrt(lanes.shape[0])
+    assert not np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.array_equal(a, core_bitsliced.uniforms(7, 0, 2**20).astype(np.float64))
+
+
+def test_noise_depends_on_the_seed_and_the_rows_only(monkeypatch):
+    config = CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0, input_bits_per_cycle=2)
+    x, w = operands((2, 1300, 200, 9), config, seed=5)
+    first = run("bitsliced", x, w, config, monkeypatch)
+    assert torch.equal(first, run("bitsliced", x, w, config, monkeypatch, threads=1))  # blocks, not threads
+    assert torch.equal(first, run("bitsliced", x, w, config, monkeypatch, threads=3))
+    assert torch.equal(first[:, :1024], run("bitsliced", x[:, :1024], w, config, monkeypatch))  # whole blocks
+    assert not torch.equal(first, run("bitsliced", x, w, config, monkeypatch, seed=2))
+    assert not torch.equal(first[0], first[1])  # each batch element its own streams
+    exact = run("bitsliced", x, w, CimConfig.from_dict({**config.to_dict(), "noise_sigma_pct": 0.0}), monkeypatch)
+    err = (first - exact) / exact.abs().max()
+    assert 0.01 < err.abs().mean() < 0.2  # noisy
+    numba = run("popcount", x, w, config, monkeypatch)
+    ratio = (first - exact).std() / (numba - exact).std()
+    assert 0.97 < ratio.item() < 1.03
+
+
+def test_a_failing_compiler_leaves_the_numba_kernel(tmp_path, monkeypatch):
+    with pytest.raises((OSError, subprocess.SubprocessError)):
+        core_bitsliced.build("false", tmp_path)
+    assert not list(tmp_path.glob("*.so"))  # no half-written library left behind
+    monkeypatch.setattr(core_bitsliced, "_compiler", lambda: None)
+    core_bitsliced.library.cache_clear()
+    try:
+        assert core_bitsliced.library() is None
+        monkeypatch.setenv(core_fused.ENV, "auto")
+        assert core_fused.kernel_for(torch.device("cpu")) in ("popcount", "gemm")
+    finally:
+        monkeypatch.undo()
+        core_bitsliced.library.cache_clear()
+        assert core_bitsliced.library() is not None
+
+
+def test_the_build_is_cached_by_source_and_compiler(tmp_path):
+    cc = core_bitsliced._compiler()
+    assert cc is not None
+    first = core_bitsliced.build(cc, tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert core_bitsliced.build(cc, tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]
