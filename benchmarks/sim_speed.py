@@ -10,11 +10,12 @@ noise and with 1 % of full scale noise. Rows of the table:
   (normalise, noise, clamp, round, rescale) and a shift-add;
 - ours: unfold (channels-last, uint8 codes) + :func:`dse.accuracy.core.cim_matmul`, once per
   epilogue path (``CIM_DSE_KERNEL``): ``torch`` (whole-tensor passes after one batched GEMM),
-  ``popcount`` (numba: AND + popcount of packed bit planes fused with the ADC epilogue) and
-  ``gemm`` (numba: the torch bit-plane GEMM, then the fused epilogue). The numba paths draw noisy
-  codes by table sampling (``CIM_DSE_NOISE=table``, the default); in the noisy cases they are
-  timed again with Box-Muller normals (``CIM_DSE_NOISE=normal``), and ``normal / table`` is the
-  ratio of the two times (popcount, gemm).
+  ``popcount`` (numba: AND + popcount of packed bit planes fused with the ADC epilogue),
+  ``gemm`` (numba: the torch bit-plane GEMM, then the fused epilogue) and, where it builds,
+  ``bitsliced`` (C with AVX-512: carry-save counting across 512 rows, 16-lane epilogue; the
+  default there). The fused paths draw noisy codes by table sampling (``CIM_DSE_NOISE=table``,
+  the default); in the noisy cases the numba paths are timed again with Box-Muller normals
+  (``CIM_DSE_NOISE=normal``), and ``normal / table`` is the ratio of the two times (popcount, gemm).
 
 Times are medians of several runs (the loop: fewer); the runs of ours take turns (one call of each
 path and sampler per round), so load changes on the shared machine hit them alike, and
@@ -38,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dse.accuracy import core_fused
+from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.core import CimConfig, cim_matmul
 
 ROWS = 255
@@ -168,6 +169,8 @@ def main() -> None:
 
     fused = core_fused.kernels() is not None
     paths = PATHS if fused else PATHS[:1]
+    if core_bitsliced.library() is not None:
+        paths = (*paths, "bitsliced")
     normal_paths = NOISE_PATHS if fused else ()
     cases = [(8, 0.0), (8, 1.0), (6, 0.0), (6, 1.0)]
     lines = ["| case | plain conv (s) | per-cycle loop (s) | "

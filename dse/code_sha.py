@@ -53,7 +53,8 @@ def cache_file() -> Path:
 
 
 def _digests(paths: list[Path]) -> dict[Path, str]:
-    """Tree digest of each file, looked up by the sha256 of its bytes in :func:`cache_file` when possible."""
+    """Tree digest of each Python file, looked up by the sha256 of its bytes in :func:`cache_file` when possible;
+    the sha256 of the bytes of any other file."""
     try:
         known = json.loads(cache_file().read_text(encoding="utf-8"))
         if not isinstance(known, dict):
@@ -64,7 +65,7 @@ def _digests(paths: list[Path]) -> dict[Path, str]:
     for path in paths:
         text = path.read_bytes()
         raw = hashlib.sha256(text).hexdigest()
-        digest = known.get(raw)
+        digest = known.get(raw) if path.suffix == ".py" else raw
         if not isinstance(digest, str):
             digest, fresh = _tree_digest(text, str(path)), True
         out[path] = current[raw] = digest
@@ -88,7 +89,7 @@ def code_sha(include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), packa
         return any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in parts)
 
     chosen = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *PACKAGE.rglob("*.c")]):  # .c: the simulator's native kernel
         rel = path.relative_to(PACKAGE).as_posix()
         if (not include or under(rel, include)) and not under(rel, exclude):
             chosen[rel] = path

@@ -523,3 +523,21 @@ def test_bad_operands_are_reported():
         cim_matmul(torch.zeros(3, 7), w, config)
     with pytest.raises(ValueError, match="x_codes spans"):
         cim_matmul(torch.full((3, 8), math.nan), w, config)
+
+
+@pytest.mark.skipif(not FUSED, reason="numba not installed")
+def test_numba_kernels_leave_torch_thread_count_alone():
+    """numba's OpenMP pool raises the process's OpenMP thread count when it starts; a worker that asked torch
+    for one thread must keep one (a fresh process: the pool starts once)."""
+    import subprocess
+    import sys
+
+    script = ("import os, torch\n"
+              "torch.set_num_threads(1)\n"
+              "from dse.accuracy.core import CimConfig, cim_matmul\n"
+              "os.environ['CIM_DSE_KERNEL'] = 'popcount'\n"
+              "cim_matmul(torch.randint(0, 256, (300, 300)).float(), torch.randint(-127, 128, (300, 8)).float(),\n"
+              "           CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0))\n"
+              "print(torch.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1"

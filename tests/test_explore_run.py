@@ -339,3 +339,23 @@ def test_finetuning_each_design_through_its_macro_recovers_noisy_accuracy(tmp_pa
     key = json.loads(next(p for p in (tmp_path / "run" / "accuracy").glob("*.json")
                           if "finetune" in p.read_text()).read_text())["key"]
     assert key["finetune"] == {"epochs": 2, "lr": 1e-3}
+
+
+def test_code_hash_covers_the_native_kernel_source(tmp_path, monkeypatch):
+    """The simulator's C kernel is part of its code: editing it invalidates stored accuracies."""
+    import shutil
+
+    import dse.code_sha as cs
+
+    copy = tmp_path / "dse"
+    shutil.copytree(cs.PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(cs, "PACKAGE", copy)
+    cs.code_sha.cache_clear()
+    try:
+        before = cs.code_sha(include=("accuracy",))
+        source = copy / "accuracy" / "core_bitsliced.c"
+        source.write_text(source.read_text().replace("#define UNROLL 4", "#define UNROLL 2"))
+        cs.code_sha.cache_clear()
+        assert cs.code_sha(include=("accuracy",)) != before
+    finally:
+        cs.code_sha.cache_clear()

@@ -53,7 +53,8 @@ typedef struct {
     int groups;
     int nc;                /* input cycles */
     int wide;              /* column sums above 255 (up to 511): 9 count planes, uint16 counts */
-    /* row lists: for (g, n, i), the planes k * bits of the global rows k in [offsets[q], offsets[q + 1]),
+    /* row lists: for (g, n, i), the byte offsets 64 * k * bits of the planes of the global rows k in
+       [offsets[q], offsets[q + 1]),
        q = (g * n + col) * wb + i, each list padded to a multiple of 16 with the zero row kp */
     const int32_t *lists;
     const int64_t *offsets;
@@ -123,29 +124,38 @@ static void quantile_init(Quantile *q, const float *coef) {
     for (int k = 0; k <= DEG; k++) q->top[k] = _mm512_loadu_ps(coef + 32 * k + 16);
 }
 
-static inline __m512 quantile(const Quantile *q, __m512i u) {
-    __m512i qi = _mm512_xor_si512(u, _mm512_srai_epi32(u, 31));
+/* U or 2^32 - 1 - U, below 2^31 (the quantile's symmetric half) */
+static inline __m512i fold(__m512i u) { return _mm512_xor_si512(u, _mm512_srai_epi32(u, 31)); }
+
+/* lanes of folded uniforms whose octave is below the registers' 16 (p < 2^-17: gathered coefficients) */
+static inline __mmask16 low_octave(__m512i qi) { return _mm512_cmplt_epu32_mask(qi, _mm512_set1_epi32(32768)); }
+
+static inline __m512 quantile_folded(const Quantile *q, __m512i u, __m512i qi, int gather) {
     __m512 pf = _mm512_add_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(0.5f));
     pf = _mm512_min_ps(pf, _mm512_set1_ps(2147483520.0f));
     __m512i bits = _mm512_castps_si512(pf);
     __m512i octave = _mm512_sub_epi32(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(126));
-    __m512 m = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFF)),
-                                                   _mm512_set1_epi32(0x3F800000)));
+    __m512 m = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(bits, _mm512_set1_epi32(0x7FFFFF),
+                                                             _mm512_set1_epi32(0x3F800000), 0xEA));  /* a & b | c */
     __m512 x = _mm512_fmadd_ps(m, _mm512_set1_ps(2.0f), _mm512_set1_ps(-3.0f));
-    __m512i top = _mm512_sub_epi32(octave, _mm512_set1_epi32(16));
     __m512 t;
-    __mmask16 low = _mm512_cmplt_epi32_mask(top, _mm512_setzero_si512());
-    if (__builtin_expect(low != 0, 0)) {
+    if (__builtin_expect(gather, 0)) {
         t = _mm512_i32gather_ps(octave, q->coef + 32 * DEG, 4);
         for (int k = DEG - 1; k >= 0; k--)
             t = _mm512_fmadd_ps(t, x, _mm512_i32gather_ps(octave, q->coef + 32 * k, 4));
     } else {
+        __m512i top = _mm512_sub_epi32(octave, _mm512_set1_epi32(16));
         t = _mm512_permutexvar_ps(top, q->top[DEG]);
         _Pragma("GCC unroll 6")
         for (int k = DEG - 1; k >= 0; k--) t = _mm512_fmadd_ps(t, x, _mm512_permutexvar_ps(top, q->top[k]));
     }
     __m512i sign = _mm512_andnot_si512(u, _mm512_set1_epi32((int)0x80000000u));
     return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(t), sign));
+}
+
+static inline __m512 quantile(const Quantile *q, __m512i u) {
+    __m512i qi = fold(u);
+    return quantile_folded(q, u, qi, low_octave(qi) != 0);
 }
 
 static inline double phi(double x) { return 0.5 * erfc(-x * 0.7071067811865476); }
@@ -197,27 +207,28 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
         h = _mm512_ternarylogic_epi64(a_, b_, c_, 0xE8);    \
     } while (0)
 
-/* Lane counts of the planes in list (offsets into base, in planes), bit-sliced into out[0 .. np):
+/* Lane counts of the planes in list (byte offsets from base), bit-sliced into out[0 .. np):
    Harley-Seal carry-save accumulation, 16 planes per step, the sixteens rippled into out[4 ..). */
+#define P(j) _mm512_load_si512(base + list[j])
 #define COUNT_LIST(NAME, NP)                                                                     \
-    STAGE static void NAME(const __m512i *base, const int32_t *list, int64_t len, __m512i *out) { \
+    STAGE static void NAME(const char *base, const int32_t *list, int64_t len, __m512i *out) {    \
         __m512i ones = _mm512_setzero_si512(), twos = ones, fours = ones, eights = ones;         \
         __m512i hi[NP - 4];                                                                      \
         for (int b = 0; b < NP - 4; b++) hi[b] = ones;                                           \
         __m512i twosA, twosB, foursA, foursB, eightsA, eightsB, sixteens;                        \
         for (int64_t s = 0; s < len; s += 16, list += 16) {                                      \
-            CSA(twosA, ones, ones, base[list[0]], base[list[1]]);                                \
-            CSA(twosB, ones, ones, base[list[2]], base[list[3]]);                                \
+            CSA(twosA, ones, ones, P(0), P(1));                                \
+            CSA(twosB, ones, ones, P(2), P(3));                                \
             CSA(foursA, twos, twos, twosA, twosB);                                               \
-            CSA(twosA, ones, ones, base[list[4]], base[list[5]]);                                \
-            CSA(twosB, ones, ones, base[list[6]], base[list[7]]);                                \
+            CSA(twosA, ones, ones, P(4), P(5));                                \
+            CSA(twosB, ones, ones, P(6), P(7));                                \
             CSA(foursB, twos, twos, twosA, twosB);                                               \
             CSA(eightsA, fours, fours, foursA, foursB);                                          \
-            CSA(twosA, ones, ones, base[list[8]], base[list[9]]);                                \
-            CSA(twosB, ones, ones, base[list[10]], base[list[11]]);                              \
+            CSA(twosA, ones, ones, P(8), P(9));                                \
+            CSA(twosB, ones, ones, P(10), P(11));                              \
             CSA(foursA, twos, twos, twosA, twosB);                                               \
-            CSA(twosA, ones, ones, base[list[12]], base[list[13]]);                              \
-            CSA(twosB, ones, ones, base[list[14]], base[list[15]]);                              \
+            CSA(twosA, ones, ones, P(12), P(13));                              \
+            CSA(twosB, ones, ones, P(14), P(15));                              \
             CSA(foursB, twos, twos, twosA, twosB);                                               \
             CSA(eightsB, fours, fours, foursA, foursB);                                          \
             CSA(sixteens, eights, eights, eightsA, eightsB);                                     \
@@ -332,7 +343,7 @@ static inline __m512 lane_sums(const uint8_t *cnt, int shift, int width, int wid
 static inline void exact_lanes(const uint8_t *cnt, int shift, int width, int wide, __m512 w, float *exact) {
     FOR_VECTORS({
         __m512 e = _mm512_loadu_ps(exact + 16 * v);
-        _mm512_storeu_ps(exact + 16 * v, _mm512_add_ps(e, _mm512_mul_ps(s, w)));
+        _mm512_storeu_ps(exact + 16 * v, _mm512_fmadd_ps(s, w, e));  /* exact: integers below 2^24 */
     });
 }
 
@@ -344,12 +355,12 @@ STAGE static void quantised_lanes(const uint8_t *cnt, int shift, int width, int 
         FOR_VECTORS({
             __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_mul_ps(s, vsc), vdn),
                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            _mm512_storeu_ps(codes + 16 * v, _mm512_add_ps(_mm512_loadu_ps(codes + 16 * v), _mm512_mul_ps(r, w)));
+            _mm512_storeu_ps(codes + 16 * v, _mm512_fmadd_ps(r, w, _mm512_loadu_ps(codes + 16 * v)));
         });
     } else {
         FOR_VECTORS({
             __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(s, vsc), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            _mm512_storeu_ps(codes + 16 * v, _mm512_add_ps(_mm512_loadu_ps(codes + 16 * v), _mm512_mul_ps(r, w)));
+            _mm512_storeu_ps(codes + 16 * v, _mm512_fmadd_ps(r, w, _mm512_loadu_ps(codes + 16 * v)));
         });
     }
 }
@@ -370,19 +381,29 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
         __mmask16 flag[UNROLL];
         _Pragma("GCC unroll 4")
         for (int k = 0; k < UNROLL; k++) u[k] = rng_next(&st);
+        __m512i qi[UNROLL];
         _Pragma("GCC unroll 4")
-        for (int k = 0; k < UNROLL; k++) z[k] = quantile(q, u[k]);
+        for (int k = 0; k < UNROLL; k++) qi[k] = fold(u[k]);
+        __m512i qmin = qi[0];
+        _Pragma("GCC unroll 4")
+        for (int k = 1; k < UNROLL; k++) qmin = _mm512_min_epu32(qmin, qi[k]);
+        if (__builtin_expect(low_octave(qmin) != 0, 0)) {
+            for (int k = 0; k < UNROLL; k++) z[k] = quantile_folded(q, u[k], qi[k], low_octave(qi[k]) != 0);
+        } else {
+            _Pragma("GCC unroll 4")
+            for (int k = 0; k < UNROLL; k++) z[k] = quantile_folded(q, u[k], qi[k], 0);
+        }
         __mmask16 any = 0;
         _Pragma("GCC unroll 4")
         for (int k = 0; k < UNROLL; k++) {
             s[k] = lane_sums(cnt, shift, width, wide, v + k);
-            y[k] = _mm512_add_ps(_mm512_mul_ps(s[k], vsce), _mm512_mul_ps(vsig, z[k]));
+            y[k] = _mm512_fmadd_ps(vsig, z[k], _mm512_mul_ps(s[k], vsce));  /* one rounding less than the margin allows */
             r[k] = _mm512_roundscale_ps(y[k], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             code[k] = _mm512_min_ps(_mm512_max_ps(r[k], vzero), vlev);
             flag[k] = _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_sub_ps(y[k], r[k]), absmask), vhm, _CMP_GT_OQ);
             any |= flag[k];
             __m512 c = _mm512_loadu_ps(codes + 16 * (v + k));
-            _mm512_storeu_ps(codes + 16 * (v + k), _mm512_add_ps(c, _mm512_mul_ps(code[k], w)));
+            _mm512_storeu_ps(codes + 16 * (v + k), _mm512_fmadd_ps(code[k], w, c));  /* exact: integers */
         }
         if (__builtin_expect(any != 0, 0)) {
             for (int k = 0; k < UNROLL; k++) {
@@ -416,10 +437,10 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                 int64_t len = p->offsets[qi + 1] - p->offsets[qi];
                 for (int t = 0; t < bits; t++) {
                     if (wide) {
-                        count_list9(sc->planes + t, list, len, pl);
+                        count_list9((const char *)(sc->planes + t), list, len, pl);
                         planes_to_counts9(pl, (uint16_t *)sc->cnt + t * LANES);
                     } else {
-                        count_list8(sc->planes + t, list, len, pl);
+                        count_list8((const char *)(sc->planes + t), list, len, pl);
                         planes_to_counts8(pl, sc->cnt + t * LANES);
                     }
                 }

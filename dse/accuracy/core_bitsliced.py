@@ -201,7 +201,7 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
     if True:
         for b in range(bt):
             lists, offsets = row_lists(w[b], c, group_rows, groups, keep)
-            lists *= c.input_bits  # plane offsets of the rows
+            lists *= 64 * c.input_bits  # byte offsets of the rows' planes
             params = Params(keep, 0, n, c.weight_bits, c.input_bits, groups, len(c.cycles), int(group_rows > 255),
                             _ptr(lists, ctypes.POINTER(ctypes.c_int32)), _ptr(offsets, _P_I64), _ptr(cyc, _P_I64),
                             _ptr(kinds, ctypes.POINTER(ctypes.c_int8)), _ptr(tables.wts, _P_F32),

@@ -41,8 +41,10 @@ depend on threads, blocks or M-chunking (see ``core_kernels``). Environment vari
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -205,11 +207,20 @@ def _key(tables: Tables, generator: torch.Generator | None) -> np.uint64:
     return np.uint64(int(torch.randint(0, 2**63 - 1, (1,), generator=generator).item()))
 
 
-def _threads() -> None:
-    """Run numba's kernels on as many threads as torch uses (results do not depend on it)."""
+@contextlib.contextmanager
+def _threads() -> Iterator[None]:
+    """Run numba's kernels on as many threads as torch uses (results do not depend on it), and leave torch's
+    count as it was: numba's OpenMP layer raises it to NUMBA_NUM_THREADS when its pool starts, which would
+    oversubscribe a process that asked torch for fewer threads (one per worker of a process pool)."""
     import numba
 
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    before = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(before, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def _integral(xc: Tensor) -> None:
@@ -233,11 +244,11 @@ def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: 
     mod = kernels()
     if mod is None:
         return None
-    _threads()
     key = _key(tables, generator)
-    if kernel == "popcount":
-        return _popcount(mod, x, w, c, group_rows, groups, keep, tables, key)
-    return _gemm(mod, x, w, c, group_rows, groups, keep, tables, key)
+    with _threads():
+        if kernel == "popcount":
+            return _popcount(mod, x, w, c, group_rows, groups, keep, tables, key)
+        return _gemm(mod, x, w, c, group_rows, groups, keep, tables, key)
 
 
 def _popcount(mod: ModuleType, x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
