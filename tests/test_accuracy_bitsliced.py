@@ -145,3 +145,13 @@ def test_the_build_is_cached_by_source_and_compiler(tmp_path):
     stamp = first.stat().st_mtime_ns
     assert core_bitsliced.build(cc, tmp_path) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
+
+
+def test_auto_takes_it_for_large_products_only(monkeypatch):
+    config = CimConfig(rows=64, adc_bits=6, noise_sigma_pct=1.0)
+    for m, expected in ((core_bitsliced.MIN_ROWS - 1, "popcount"), (core_bitsliced.MIN_ROWS, "bitsliced")):
+        x, w = operands((m, 100, 5), config, seed=m)
+        auto = run("auto", x, w, config, monkeypatch)
+        assert torch.equal(auto, run(expected, x, w, config, monkeypatch))
+        other = "popcount" if expected == "bitsliced" else "bitsliced"
+        assert not torch.equal(auto, run(other, x, w, config, monkeypatch))  # noisy: another stream

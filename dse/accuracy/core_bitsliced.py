@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
@@ -43,6 +44,10 @@ SOURCE = Path(__file__).with_suffix(".c")
 FLAGS = ("-O2", "-std=c11", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-ffp-contract=off",
          "-fno-math-errno", "-fPIC", "-shared")
 LANES = 512
+MIN_ROWS = 2 * LANES
+"""Fewest rows of M per batch element for which ``auto`` takes this kernel over numba's (measured: at one block
+per element numba's is as fast, and faster on attention-sized products, where the blocks would be mostly padding
+and the per-element setup would dominate)."""
 MAX_ROWS = 511
 MAX_CYCLES = 8
 CONVERT_BYTES = 64 * 2**20
@@ -135,25 +140,19 @@ def row_lists(w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int) 
     ``keep`` to a multiple of 16 entries.
     """
     n, wb = w.shape[-1], c.weight_bits
-    wk = (w[:keep].to(torch.int64) & (2**wb - 1)).numpy()
-    parts, lengths = [], []
-    for g in range(groups):
-        lo, hi = g * group_rows, min(keep, (g + 1) * group_rows)
-        sub = wk[lo:hi]  # (R, N)
-        bits = ((sub[None, :, :] >> np.arange(wb)[:, None, None]) & 1).astype(bool)  # (W, R, N)
-        cols, planes, rows = np.nonzero(bits.transpose(2, 0, 1))  # sorted by (n, i, r)
-        counts = np.bincount(cols * wb + planes, minlength=n * wb)
-        padded = (counts + 15) // 16 * 16
-        out = np.full(int(padded.sum()), keep, np.int32)
-        starts = np.concatenate(([0], np.cumsum(padded)[:-1]))
-        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        idx = np.arange(rows.size) - np.repeat(first, counts) + np.repeat(starts, counts)
-        out[idx] = rows + lo
-        parts.append(out)
-        lengths.append(padded)
-    lists = np.concatenate(parts) if parts else np.zeros(0, np.int32)
-    offsets = np.concatenate(([0], np.cumsum(np.concatenate(lengths)))).astype(np.int64)
-    return np.ascontiguousarray(lists), offsets
+    wk = np.zeros((groups * group_rows, n), np.int64)
+    wk[:keep] = (w[:keep].to(torch.int64) & (2**wb - 1)).numpy()
+    planes = (wk[None] >> np.arange(wb)[:, None, None]) & 1  # (W, G*R, N)
+    bits = np.ascontiguousarray(planes.reshape(wb, groups, group_rows, n).transpose(1, 3, 0, 2), np.bool_)
+    counts = bits.sum(axis=3).ravel()  # per list q = (g * N + n) * W + i
+    where = np.flatnonzero(bits)  # sorted by (g, n, i, r)
+    rows = where % group_rows + (where // (n * wb * group_rows)) * group_rows
+    padded = (counts + 15) // 16 * 16
+    offsets = np.concatenate(([0], np.cumsum(padded))).astype(np.int64)
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    lists = np.full(int(offsets[-1]), keep, np.int32)
+    lists[np.arange(rows.size) - np.repeat(first, counts) + np.repeat(offsets[:-1], counts)] = rows
+    return lists, offsets
 
 
 @cache
@@ -198,10 +197,21 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
     threads = max(1, torch.get_num_threads())
     pool = _pool(threads)
     out = torch.empty(bt, m, n)
-    if True:
+    blocks = math.ceil(m / LANES)
+    step = math.ceil(blocks / threads)
+    pending: deque = deque()  # (jobs, what they read): batch elements in flight, at most 2 per thread
+
+    def finish(entry: tuple) -> None:
+        if any(j.result() != 0 for j in entry[0]):
+            raise MemoryError("cim_matmul: the bit-sliced kernel could not allocate its scratch")
+
+    shared = bt > 1 and w.stride(0) == 0  # one weight matrix for every batch element: one set of lists
+    lists = offsets = None
+    try:
         for b in range(bt):
-            lists, offsets = row_lists(w[b], c, group_rows, groups, keep)
-            lists *= 64 * c.input_bits  # byte offsets of the rows' planes
+            if lists is None or not shared:
+                lists, offsets = row_lists(w[b], c, group_rows, groups, keep)
+                lists *= 64 * c.input_bits  # byte offsets of the rows' planes
             params = Params(keep, 0, n, c.weight_bits, c.input_bits, groups, len(c.cycles), int(group_rows > 255),
                             _ptr(lists, ctypes.POINTER(ctypes.c_int32)), _ptr(offsets, _P_I64), _ptr(cyc, _P_I64),
                             _ptr(kinds, ctypes.POINTER(ctypes.c_int8)), _ptr(tables.wts, _P_F32),
@@ -210,14 +220,18 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
                             _ptr(tables.coef, _P_F32), tables.rows, tables.levels, int(key))
             xb = _codes_u8(x[b, :, :keep], c)
             params.ldx = xb.stride(0)
-            blocks = math.ceil(m / LANES)
-            step = math.ceil(blocks / threads)
             jobs = [pool.submit(lib.cim_bitsliced, xb.data_ptr(), m, lo, min(blocks, lo + step), b << 32,
                                 ctypes.byref(params), out[b].data_ptr(), n)
                     for lo in range(0, blocks, step)]
-            if any(j.result() != 0 for j in jobs):
-                raise MemoryError("cim_matmul: the bit-sliced kernel could not allocate its scratch")
-            del lists, offsets
+            pending.append((jobs, (params, lists, offsets, xb)))
+            while len(pending) > 2 * threads:
+                finish(pending.popleft())
+        while pending:
+            finish(pending.popleft())
+    finally:
+        for jobs, _ in pending:  # an error: let the kernels still running finish before their inputs go
+            for j in jobs:
+                j.exception()
     return out
 
 

@@ -19,8 +19,9 @@ kernel and dtype once per machine, then ~1 s to load).
 Which path runs (:func:`kernel_for`): environment variable ``CIM_DSE_KERNEL`` = ``auto`` (default),
 ``torch`` (always the torch epilogue), ``popcount``, ``gemm`` or ``bitsliced``; ``auto`` takes
 ``gemm`` on CPUs with AMX (bf16 GEMM far faster than popcounts), else ``bitsliced`` where it builds
-(x86-64 with AVX-512 and a C compiler), else ``popcount``, and the torch path for CUDA tensors or
-when neither native code nor numba is available.
+(x86-64 with AVX-512 and a C compiler) for products of at least ``core_bitsliced.MIN_ROWS`` rows per
+batch element, else ``popcount``, and the torch path for CUDA tensors or when neither native code nor
+numba is available. ``bitsliced`` asked for by name runs at any size.
 
 Noise: one 64-bit key per call is drawn from the caller's generator (``torch.randint``); every
 random number is a pure function of (key, global row, group, column, conversion), so results do not
@@ -81,11 +82,17 @@ def kernels() -> ModuleType | None:
     return core_kernels
 
 
-def kernel_for(device: torch.device) -> str:
-    """``torch``, ``popcount``, ``gemm`` or ``bitsliced``: the path for operands on ``device`` (module docstring)."""
+def _choice() -> str:
+    """The kernel CIM_DSE_KERNEL asks for."""
     choice = os.environ.get(ENV, "auto").strip().lower() or "auto"
     if choice not in KERNELS:
         raise ValueError(f"{ENV}={choice!r}: must be one of {', '.join(KERNELS)}")
+    return choice
+
+
+def kernel_for(device: torch.device) -> str:
+    """``torch``, ``popcount``, ``gemm`` or ``bitsliced``: the path for operands on ``device`` (module docstring)."""
+    choice = _choice()
     if choice == "torch" or device.type != "cpu":
         return "torch"
     numba = kernels() is not None
@@ -238,7 +245,8 @@ def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: 
     assert kernel in ("popcount", "gemm", "bitsliced")
     tables = Tables(c, work_dtype(c, group_rows), noise_for())
     if kernel == "bitsliced":
-        if core_bitsliced.covers(c, group_rows, tables):
+        small = x.shape[1] < core_bitsliced.MIN_ROWS and _choice() == "auto" and kernels() is not None
+        if core_bitsliced.covers(c, group_rows, tables) and not small:
             return core_bitsliced.simulate(x, w, c, group_rows, groups, keep, tables, _key(tables, generator))
         kernel = "popcount"
     mod = kernels()
