@@ -54,6 +54,10 @@ def test_training_resumes_from_its_checkpoint(tmp_path) -> None:
     first = train(DIGITS, AIMC, epochs=1, output=tmp_path, overrides=LOSSLESS)
     resumed = train(DIGITS, AIMC, epochs=2, output=tmp_path, overrides=LOSSLESS)
     assert resumed.history[0] == first.history[0] and len(resumed.history) == 2
+    with pytest.raises(InputError, match=r"last.pt: was trained with macro_noise = False, this run asks for True"):
+        train(DIGITS, AIMC, epochs=3, output=tmp_path, overrides=LOSSLESS, macro_noise=True)
+    with pytest.raises(InputError, match=r"was trained with overrides = .*give another --output"):
+        train(DIGITS, AIMC, epochs=3, output=tmp_path)
 
 
 def test_a_checkpoint_that_is_not_ours_is_refused(tmp_path) -> None:

@@ -24,6 +24,7 @@ from dse.accuracy.datasets import load_split
 from dse.accuracy.layers import cim_layers, set_generator, set_mode
 from dse.accuracy.simulate import batches_of, calibrate, evaluate, sample_indices
 from dse.atomic import write_atomic
+from dse.errors import InputError
 from dse.hardware import Accelerator, Macro
 
 EpochReport = Callable[[int, int, float, float], None]
@@ -53,6 +54,15 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     write_atomic(path, buf.getvalue())
 
 
+def _check_resume(checkpoint: Path, meta: Mapping, settings: Mapping) -> None:
+    """Refuse to resume a checkpoint trained with other settings (more epochs are fine): the run would silently
+    mix two trainings."""
+    for name, value in settings.items():
+        if name in meta and meta[name] != value:
+            raise InputError(checkpoint, None, f"was trained with {name} = {meta[name]!r}, this run asks for {value!r}",
+                             "resuming would mix the two; give another --output (or delete the checkpoint)")
+
+
 def train(model: nn.Module | str | Path, hardware: Macro | Accelerator | str | Path, *, dataset: str = "digits",
           data_path: str | Path | None = None, epochs: int = 10, lr: float = 1e-3, batch_size: int = 64,
           seed: int = 0, trim_noise: float = 0.0, macro_noise: bool = False, pact: bool = False,
@@ -76,8 +86,12 @@ def train(model: nn.Module | str | Path, hardware: Macro | Accelerator | str | P
     checkpoint = Path(output) / "last.pt" if output is not None else None
     history: list[dict] = []
     start = 0
+    settings = {"dataset": dataset, "seed": seed, "lr": lr, "trim_noise": trim_noise, "macro_noise": macro_noise,
+                "pact": pact, "per_channel": per_channel, "digital": list(digital),
+                "overrides": {k: dict(v) for k, v in (overrides or {}).items()}}
     if checkpoint is not None and checkpoint.is_file():
         blob = torch.load(checkpoint, map_location=device, weights_only=True)
+        _check_resume(checkpoint, blob.get("meta", {}), settings)
         cim.load_state_dict(blob["state_dict"])
         if "optimizer" in blob:
             optimizer.load_state_dict(blob["optimizer"])
@@ -110,9 +124,7 @@ def train(model: nn.Module | str | Path, hardware: Macro | Accelerator | str | P
             layer.trim_noise = t
         history.append({"epoch": epoch + 1, "loss": total_loss / max(batches, 1), "test_accuracy": acc})
         if checkpoint is not None:
-            meta = {"history": history, "dataset": dataset, "seed": seed, "epochs": epochs, "lr": lr,
-                    "trim_noise": trim_noise, "macro_noise": macro_noise, "pact": pact,
-                    "per_channel": per_channel, "digital": list(digital)}
+            meta = {"history": history, "epochs": epochs, **settings}
             save_checkpoint(checkpoint, cim, optimizer, meta)
         if on_epoch:
             on_epoch(epoch + 1, epochs, history[-1]["loss"], acc)
