@@ -37,7 +37,7 @@
 #define MAX_CYCLES 8
 #define DEG 6              /* quantile polynomial degree (core_fused.QUANTILE_DEGREE) */
 
-#ifdef PROFILE
+#ifdef PROFILE  /* -DPROFILE: the stages stay separate functions, so perf can tell them apart */
 #define STAGE __attribute__((noinline))
 #else
 #define STAGE
@@ -45,7 +45,7 @@
 
 typedef struct {
     /* shapes */
-    int64_t kp;            /* rows of xt (the zero row kp is appended by the caller) */
+    int64_t kp;            /* rows of K used (the zero plane kp is added by the kernel) */
     int64_t ldx;           /* row stride of x in bytes */
     int n;                 /* output columns */
     int wb;                /* weight bits */
@@ -53,9 +53,9 @@ typedef struct {
     int groups;
     int nc;                /* input cycles */
     int wide;              /* column sums above 255 (up to 511): 9 count planes, uint16 counts */
-    /* row lists: for (g, n, i), the byte offsets 64 * k * bits of the planes of the global rows k in
-       [offsets[q], offsets[q + 1]),
-       q = (g * n + col) * wb + i, each list padded to a multiple of 16 with the zero row kp */
+    /* row lists: for (g, n, i), the byte offsets 64 * k * bits of the planes of the global rows k whose
+       weight bit is 1, at [offsets[q], offsets[q + 1]) with q = (g * n + col) * wb + i, each list
+       padded to a multiple of 16 with the zero row kp */
     const int32_t *lists;
     const int64_t *offsets;
     /* cycles: shift, width (nc x 2) */

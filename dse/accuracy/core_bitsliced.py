@@ -126,9 +126,10 @@ def library() -> ctypes.CDLL | None:
     return dll
 
 
-def covers(c: CimConfig, group_rows: int, tables: Tables) -> bool:
-    """Whether the kernel computes this configuration (else the numba kernels do)."""
-    return (tables.fp.dtype == np.float32 and c.input_bits <= 8 and group_rows <= MAX_ROWS
+def covers(c: CimConfig, group_rows: int, tables: Tables, keep: int = 0) -> bool:
+    """Whether the kernel computes this configuration with ``keep`` rows of K (else the numba kernels do)."""
+    return ((keep + 1) * 64 * c.input_bits < 2**31 and tables.fp.dtype == np.float32 and c.input_bits <= 8
+            and group_rows <= MAX_ROWS
             and len(c.cycles) <= MAX_CYCLES and c.votes == 1 and c.nonlinear_sigma_pct == 0
             and (tables.nslots == 0 or tables.table) and int(tables.kinds.max(initial=0)) <= 2)
 

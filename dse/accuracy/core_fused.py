@@ -246,7 +246,7 @@ def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: 
     tables = Tables(c, work_dtype(c, group_rows), noise_for())
     if kernel == "bitsliced":
         small = x.shape[1] < core_bitsliced.MIN_ROWS and _choice() == "auto" and kernels() is not None
-        if core_bitsliced.covers(c, group_rows, tables) and not small:
+        if core_bitsliced.covers(c, group_rows, tables, keep) and not small:
             return core_bitsliced.simulate(x, w, c, group_rows, groups, keep, tables, _key(tables, generator))
         kernel = "popcount"
     mod = kernels()
