@@ -466,7 +466,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, digital=args.digital, semantics=args.semantics,
             per_channel=args.per_channel, batch_size=args.batch_size, device=args.device,
             progress=lambda done, total: bar.update(task, completed=done, total=total), layer_errors=args.layer_errors)
-    full = {"workload": args.workload, "hardware": args.hardware, **result.to_dict()}
+    from dse.accuracy.core_fused import simulator_kernel
+
+    full = {"workload": args.workload, "hardware": args.hardware, **result.to_dict(),
+            "kernel": simulator_kernel() if args.device == "cpu" else "torch"}  # noise streams differ by kernel
     if args.output:
         write_atomic(Path(args.output) / "accuracy.json", json.dumps(full, indent=2) + "\n")
     if args.json:

@@ -79,7 +79,9 @@ def test_cli_simulate_prints_the_documented_json(capsys, tmp_path) -> None:
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"accuracy", "accuracy_std", "float_accuracy", "samples"}
     assert out["samples"] == 100 and 0.5 < out["accuracy"] <= 1.0
-    assert json.loads((tmp_path / "accuracy.json").read_text())["accuracy"] == out["accuracy"]
+    saved = json.loads((tmp_path / "accuracy.json").read_text())
+    assert saved["accuracy"] == out["accuracy"]
+    assert saved["kernel"].split("+")[0] in ("bitsliced", "popcount", "gemm", "torch")
 
 
 def test_cli_bad_override_is_one_line(capsys) -> None:

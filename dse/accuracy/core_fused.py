@@ -106,6 +106,15 @@ def kernel_for(device: torch.device) -> str:
     return ("popcount" if choice == "bitsliced" else choice) if numba else "torch"
 
 
+def simulator_kernel() -> str:
+    """What ``auto`` runs for large CPU products here, with what it falls back on (recorded with results: the
+    kernels draw the same noise distribution from different streams)."""
+    choice = kernel_for(torch.device("cpu"))
+    if choice == "bitsliced":
+        return "bitsliced" + ("+popcount" if kernels() is not None else "+torch")
+    return choice
+
+
 def noise_for() -> str:
     """``table`` or ``normal``: how the fused kernels draw noisy codes (module docstring)."""
     choice = os.environ.get(NOISE_ENV, "table").strip().lower() or "table"

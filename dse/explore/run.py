@@ -72,6 +72,9 @@ def _versions() -> dict[str, str]:
     for dist in ("cim-dse", "torch", "numpy", "onnx", "pydantic", "optuna", "dask", "distributed", "plotly"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[dist] = metadata.version(dist)
+    from dse.accuracy.core_fused import simulator_kernel
+
+    out["simulator_kernel"] = simulator_kernel()  # noisy accuracies draw another stream on another kernel
     return out
 
 
