@@ -155,3 +155,20 @@ def test_auto_takes_it_for_large_products_only(monkeypatch):
         assert torch.equal(auto, run(expected, x, w, config, monkeypatch))
         other = "popcount" if expected == "bitsliced" else "bitsliced"
         assert not torch.equal(auto, run(other, x, w, config, monkeypatch))  # noisy: another stream
+
+
+def _in_child(x: torch.Tensor, w: torch.Tensor, config: CimConfig) -> torch.Tensor:
+    torch.set_num_threads(1)  # torch's own OpenMP pool does not survive a fork either
+    return cim_matmul(x, w, config)
+
+
+def test_a_forked_child_gets_its_own_worker_threads(monkeypatch):
+    """A fork inherits the parent's thread-pool object but not its threads: the child must not wait on them."""
+    import multiprocessing
+
+    config = CimConfig(rows=64, adc_bits=6)
+    x, w = operands((1100, 100, 5), config)
+    expected = run("bitsliced", x, w, config, monkeypatch, threads=1)  # the parent's one-thread pool exists now
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply_async(_in_child, (x, w, config)).get(timeout=120)
+    assert torch.equal(child, expected)

@@ -7,7 +7,7 @@ compiler (``$CC``, else ``cc``; about a second) into a per-user cache (``$CIM_DS
 ``$XDG_CACHE_HOME/cim-dse`` or ``~/.cache/cim-dse``), keyed by the source, flags and compiler, and
 loaded with ctypes. Without a compiler, on a CPU without AVX-512 (torch's capability string), or
 for a configuration it does not cover (:func:`covers`: votes, the nonlinear noise term, Box-Muller
-noise, more than 8 input bits or 511 rows), the numba kernels run instead.
+noise, more than 8 input bits or 511 rows), the numba kernels run instead (the torch path without numba).
 
 Noise-free results equal the numba kernels' bit for bit. Noisy codes have the same exact
 distribution (inverse-CDF sampling of one 32-bit uniform, exact to 2^-32) from another generator:
@@ -156,9 +156,14 @@ def row_lists(w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int) 
     return lists, offsets
 
 
-@cache
 def _pool(threads: int) -> ThreadPoolExecutor:
-    """Worker threads for the kernel's blocks (ctypes releases the GIL during a call)."""
+    """Worker threads for the kernel's blocks (ctypes releases the GIL during a call); one pool per process,
+    since a forked child inherits the parent's pool object but none of its threads."""
+    return _process_pool(threads, os.getpid())
+
+
+@cache
+def _process_pool(threads: int, pid: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="cim-bitsliced")
 
 
