@@ -145,6 +145,11 @@ def test_the_build_is_cached_by_source_and_compiler(tmp_path):
     stamp = first.stat().st_mtime_ns
     assert core_bitsliced.build(cc, tmp_path) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
+    for k in range(6):  # builds of other versions: only the newest few stay
+        (tmp_path / f"core_bitsliced-old{k}.so").write_bytes(b"")
+    first.unlink()
+    again = core_bitsliced.build(cc, tmp_path)
+    assert again.exists() and len(list(tmp_path.glob("*.so"))) == core_bitsliced.KEEP_BUILDS
 
 
 def test_auto_takes_it_for_large_products_only(monkeypatch):

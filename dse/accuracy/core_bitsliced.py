@@ -18,6 +18,7 @@ how M is chunked (chunks are whole blocks).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import math
@@ -50,6 +51,8 @@ per element numba's is as fast, and faster on attention-sized products, where th
 and the per-element setup would dominate)."""
 MAX_ROWS = 511
 MAX_CYCLES = 8
+KEEP_BUILDS = 4
+"""Compiled versions kept in the cache (one per source, flags and compiler)."""
 CONVERT_BYTES = 64 * 2**20
 """Scratch of the code conversion (int32 rows at a time)."""
 
@@ -103,7 +106,16 @@ def build(cc: str, folder: Path) -> Path:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        _prune(folder, lib)
     return lib
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Remove all but the :data:`KEEP_BUILDS` newest builds (other versions rebuild in a second if needed)."""
+    builds = sorted(folder.glob("core_bitsliced-*.so"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [b for b in builds if b != keep][KEEP_BUILDS - 1 :]:
+        with contextlib.suppress(OSError):  # a concurrent prune, or a read-only entry
+            old.unlink()
 
 
 @cache
