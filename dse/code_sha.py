@@ -65,7 +65,10 @@ def _digests(paths: list[Path]) -> dict[Path, str]:
     for path in paths:
         text = path.read_bytes()
         raw = hashlib.sha256(text).hexdigest()
-        digest = known.get(raw) if path.suffix == ".py" else raw
+        if path.suffix != ".py":
+            out[path] = raw
+            continue
+        digest = known.get(raw)
         if not isinstance(digest, str):
             digest, fresh = _tree_digest(text, str(path)), True
         out[path] = current[raw] = digest

@@ -79,7 +79,7 @@ import torch
 from torch import Tensor
 
 from dse.accuracy.core_fused import kernel_for, simulate_fused
-from dse.accuracy.core_planes import FP32_EXACT, chunk_rows, matmul_precision_exact, simulate_planes
+from dse.accuracy.core_planes import FP32_EXACT, check_integral, chunk_rows, matmul_precision_exact, simulate_planes
 
 Semantics = Literal["default", "asim"]
 SEMANTICS: tuple[str, ...] = ("default", "asim")
@@ -281,12 +281,6 @@ def _check_operands(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generat
                              f"{' signed' if name == 'x_codes' and c.signed_inputs else ''}")
 
 
-def _integral(t: Tensor, name: str) -> None:
-    """Raise unless a float chunk holds integers (cheap: the caller's chunk, not the whole tensor)."""
-    if t.is_floating_point() and t.numel() and bool((t != torch.trunc(t)).any()):
-        raise ValueError(f"cim_matmul: {name} must hold integer codes")
-
-
 @dataclass(frozen=True)
 class RowGroups:
     """Row grouping of K: ``count`` groups of ``size`` rows; rows from ``keep`` on are not converted."""
@@ -349,7 +343,7 @@ def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
         rows = chunk_rows(m, k * (x.element_size() + 1) + n * 8, c.memory_budget_bytes)
         for s in range(0, m, rows):
             xc = x[0, s : s + rows]
-            _integral(xc, "x_codes")
+            check_integral(xc)
             x8 = (xc ^ offset).view(torch.int8) if xc.dtype == torch.uint8 and offset else (xc - offset).to(torch.int8)
             acc = torch._int_mm(x8, w8)
             if shift is not None:
@@ -361,6 +355,6 @@ def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
     rows = chunk_rows(m, bt * (k + n) * 8, c.memory_budget_bytes)
     for s in range(0, m, rows):
         xc = x[:, s : s + rows]
-        _integral(xc, "x_codes")
+        check_integral(xc)
         out[:, s : s + rows] = torch.matmul(xc.to(dtype), wd)
     return out

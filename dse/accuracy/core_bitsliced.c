@@ -283,7 +283,6 @@ typedef struct {
     uint8_t *cnt;                    /* bits x 512 counts: uint8, or uint16 when wide */
     float *codes;                    /* nc x 512 */
     float *exact;                    /* nc x 512 */
-    float *sums;                     /* 512: one cycle's column sums */
     double *acc, *acc_exact;         /* 512 */
 } Scratch;
 
@@ -496,10 +495,9 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     sc.codes = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.exact = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.acc = aligned_alloc(64, LANES * sizeof(double));
-    sc.sums = aligned_alloc(64, LANES * sizeof(float));
     sc.acc_exact = aligned_alloc(64, LANES * sizeof(double));
     int status = 0;
-    if (!sc.planes || !sc.xtb || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || !sc.sums || p->nc > MAX_CYCLES
+    if (!sc.planes || !sc.xtb || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || p->nc > MAX_CYCLES
         || p->bits > MAX_BITS) {
         status = -1;
     } else {
@@ -520,7 +518,6 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     free(sc.exact);
     free(sc.acc);
     free(sc.acc_exact);
-    free(sc.sums);
     return status;
 }
 

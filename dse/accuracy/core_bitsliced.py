@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dse.accuracy.core_planes import check_integral
+
 if TYPE_CHECKING:
     from dse.accuracy.core import CimConfig
     from dse.accuracy.core_fused import Tables
@@ -188,8 +190,7 @@ def _codes_u8(x: Tensor, c: CimConfig) -> Tensor:
     rows = max(1, CONVERT_BYTES // max(1, 4 * k))
     for s in range(0, m, rows):
         xc = x[s : s + rows]
-        if xc.is_floating_point() and bool((xc != torch.trunc(xc)).any()):
-            raise ValueError("cim_matmul: x_codes must hold integer codes")
+        check_integral(xc)
         if c.signed_inputs or not xc.is_floating_point():
             xc = xc.to(torch.int32) & (2**c.input_bits - 1)
         out[s : s + rows] = xc
@@ -209,9 +210,9 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
     n = w.shape[-1]
     cyc = np.ascontiguousarray(np.array([(cy.shift, cy.width) for cy in c.cycles], np.int64))
     kinds = np.ascontiguousarray(tables.kinds.astype(np.int8))
-    keep_alive = [cyc, kinds, tables.wts, tables.scale, tables.den, tables.lev, tables.fp, tables.ratio, tables.fx,
-                  tables.coef]
-    assert all(a.flags.c_contiguous for a in keep_alive)
+    arrays = [cyc, kinds, tables.wts, tables.scale, tables.den, tables.lev, tables.fp, tables.ratio, tables.fx,
+              tables.coef]
+    assert all(a.flags.c_contiguous for a in arrays)  # the kernel reads them through bare pointers
     threads = max(1, torch.get_num_threads())
     pool = _pool(threads)
     out = torch.empty(bt, m, n)

@@ -55,7 +55,16 @@ import torch
 from torch import Tensor
 
 from dse.accuracy import core_bitsliced, core_planes
-from dse.accuracy.core_planes import Buffers, Dims, chunk_rows, column_sums, exact_ratio, weight_planes, work_dtype
+from dse.accuracy.core_planes import (
+    Buffers,
+    Dims,
+    check_integral,
+    chunk_rows,
+    column_sums,
+    exact_ratio,
+    weight_planes,
+    work_dtype,
+)
 
 if TYPE_CHECKING:
     from dse.accuracy.core import CimConfig
@@ -239,12 +248,6 @@ def _threads() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _integral(xc: Tensor) -> None:
-    """Raise unless a float chunk of x holds integers."""
-    if xc.is_floating_point() and bool((xc != torch.trunc(xc)).any()):
-        raise ValueError("cim_matmul: x_codes must hold integer codes")
-
-
 def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
                    generator: torch.Generator | None, kernel: str) -> Tensor | None:
     """(Bt, M, K) @ (Bt, K, N) through the macro with the native or numba kernels; float32 (Bt, M, N).
@@ -291,7 +294,7 @@ def _popcount(mod: ModuleType, x: Tensor, w: Tensor, c: CimConfig, group_rows: i
     out = torch.empty(bt, m, n)
     for s in range(0, m, rows):
         xc = x[:, s : s + rows, :keep]
-        _integral(xc)
+        check_integral(xc)
         mc = xc.shape[1]
         xb = torch.zeros(bt, mc, planes, groups, padded, dtype=torch.uint8)
         if planes == 1 and not c.signed_inputs:
@@ -333,7 +336,7 @@ def _gemm(mod: ModuleType, x: Tensor, w: Tensor, c: CimConfig, group_rows: int, 
     out = torch.empty(bt, m, d.n)
     for s in range(0, m, rows):
         xc = x[:, s : s + rows, :keep]
-        _integral(xc)
+        check_integral(xc)
         mc = xc.shape[1]
         xi = bufs.get("x", (bt, mc, kp), xdtype)
         if keep < kp:

@@ -288,6 +288,12 @@ def simulate_planes(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups:
     return out
 
 
+def check_integral(t: Tensor, name: str = "x_codes") -> None:
+    """Raise unless a float chunk holds integers (cheap: the caller's chunk, not the whole tensor)."""
+    if t.is_floating_point() and t.numel() and bool((t != torch.trunc(t)).any()):
+        raise ValueError(f"cim_matmul: {name} must hold integer codes")
+
+
 def work_dtype(c: CimConfig, group_rows: int) -> torch.dtype:
     """Epilogue dtype: float32 while scaled sums are exact enough for half-even rounding and codes
     times plane weights stay exact integers, else float64 (shared with the fused kernels)."""
