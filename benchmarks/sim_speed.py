@@ -12,7 +12,7 @@ noise and with 1 % of full scale noise. Rows of the table:
   epilogue path (``CIM_DSE_KERNEL``): ``torch`` (whole-tensor passes after one batched GEMM),
   ``popcount`` (numba: AND + popcount of packed bit planes fused with the ADC epilogue),
   ``gemm`` (numba: the torch bit-plane GEMM, then the fused epilogue) and, where it builds,
-  ``bitsliced`` (C with AVX-512: carry-save counting across 512 rows, 16-lane epilogue; the
+  ``bitsliced`` (C with AVX-512 or AVX2: carry-save counting across 512 rows, vector epilogue; the
   default there). The fused paths draw noisy codes by table sampling (``CIM_DSE_NOISE=table``,
   the default); in the noisy cases the numba paths are timed again with Box-Muller normals
   (``CIM_DSE_NOISE=normal``), and ``normal / table`` is the ratio of the two times (popcount, gemm).
@@ -157,7 +157,8 @@ def main() -> None:
     x8 = x.to(torch.uint8)
     cols = unfold_cl(x8)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, AMX {torch.cpu._is_amx_tile_supported()}")
+          f"{torch.backends.cpu.get_cpu_capability()}, AMX {torch.cpu._is_amx_tile_supported()}, "
+          f"bit-sliced build {core_bitsliced.isa() if core_bitsliced.library() is not None else 'none'}")
     print(f"layer: x {tuple(x.shape)}, w {tuple(w.shape)}, M={cols.shape[0]}, K={cols.shape[1]}, N=64, "
           f"rows {ROWS} (groups {', '.join(str(min(ROWS, 576 - s)) for s in range(0, 576, ROWS))})")
 

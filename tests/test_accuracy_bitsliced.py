@@ -1,5 +1,6 @@
 """The bit-sliced native kernel (``core_bitsliced``): bit for bit the numba kernels' results without noise,
-the same quantiles, seeded and thread-free noise, its fallbacks and its build."""
+the same quantiles, seeded and thread-free noise, the same bits from its AVX2 and AVX-512 builds, its
+fallbacks and its build. The tests run with the build this CPU takes (AVX-512 or AVX2)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dse.accuracy.core import CimConfig, cim_matmul
 LIB = core_bitsliced.library()
 NUMBA = core_fused.kernels()
 pytestmark = pytest.mark.skipif(LIB is None or NUMBA is None,
-                                reason="needs x86-64 with AVX-512, a C compiler and numba")
+                                reason="needs x86-64 with AVX2 or AVX-512, a C compiler and numba")
 
 
 def run(kernel: str, x: torch.Tensor, w: torch.Tensor, c: CimConfig, monkeypatch, seed: int = 1,
@@ -84,7 +85,9 @@ def test_configurations_it_does_not_cover_run_the_numba_kernel(monkeypatch):
 
 def test_quantiles_are_the_numba_kernels_bits():
     rng = np.random.default_rng(1)
-    u = np.concatenate([np.arange(4096), 2**32 - 1 - np.arange(4096), rng.integers(0, 2**32, 2**18)]).astype(np.uint32)
+    middle = np.arange(2**15, 2**23, 1021)  # octaves 16 to 23: the second coefficient register of the AVX2 build
+    u = np.concatenate([np.arange(4096), 2**32 - 1 - np.arange(4096), middle, 2**32 - 1 - middle,
+                        rng.integers(0, 2**32, 2**18)]).astype(np.uint32)
     coef = core_fused.quantile_table()
     assert np.array_equal(core_bitsliced.quantiles(u), NUMBA.quantile_values(u, coef, False))
 
@@ -122,33 +125,52 @@ def test_noise_depends_on_the_seed_and_the_rows_only(monkeypatch):
     assert 0.97 < ratio.item() < 1.03
 
 
+@pytest.mark.skipif(core_bitsliced.isa() != "avx512", reason="compares both builds: needs an AVX-512 CPU")
+def test_the_avx2_build_computes_the_same_bits_as_the_avx512_build(monkeypatch):
+    config = CimConfig(rows=200, adc_bits=6, noise_sigma_pct=2.0, input_bits_per_cycle=2, hybrid_levels=2)
+    x, w = operands((1100, 450, 9), config)
+    wide = CimConfig(rows=300, adc_bits=7, noise_sigma_pct=1.0)
+    xw, ww = operands((600, 600, 5), wide, seed=3)
+    first = [run("bitsliced", x, w, config, monkeypatch), run("bitsliced", xw, ww, wide, monkeypatch)]
+    u = np.random.default_rng(0).integers(0, 2**32, 2**16, dtype=np.uint32)
+    u[:64] = np.arange(64)  # the gathered octaves
+    quantiles, uniforms = core_bitsliced.quantiles(u), core_bitsliced.uniforms(5, 3, 4096)
+    monkeypatch.setenv("CIM_DSE_BITSLICED_ISA", "avx2")
+    assert core_bitsliced.isa() == "avx2" and core_bitsliced.library().cim_lanes() == 8
+    second = [run("bitsliced", x, w, config, monkeypatch), run("bitsliced", xw, ww, wide, monkeypatch)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert np.array_equal(core_bitsliced.quantiles(u), quantiles)
+    assert np.array_equal(core_bitsliced.uniforms(5, 3, 4096), uniforms)
+
+
 def test_a_failing_compiler_leaves_the_numba_kernel(tmp_path, monkeypatch):
     with pytest.raises((OSError, subprocess.SubprocessError)):
-        core_bitsliced.build("false", tmp_path)
+        core_bitsliced.build("false", tmp_path, core_bitsliced.isa())
     assert not list(tmp_path.glob("*.so"))  # no half-written library left behind
     monkeypatch.setattr(core_bitsliced, "_compiler", lambda: None)
-    core_bitsliced.library.cache_clear()
+    core_bitsliced.forget()
     try:
         assert core_bitsliced.library() is None
         monkeypatch.setenv(core_fused.ENV, "auto")
         assert core_fused.kernel_for(torch.device("cpu")) in ("popcount", "gemm")
     finally:
         monkeypatch.undo()
-        core_bitsliced.library.cache_clear()
+        core_bitsliced.forget()
         assert core_bitsliced.library() is not None
 
 
 def test_the_build_is_cached_by_source_and_compiler(tmp_path):
     cc = core_bitsliced._compiler()
     assert cc is not None
-    first = core_bitsliced.build(cc, tmp_path)
+    target = core_bitsliced.isa()
+    first = core_bitsliced.build(cc, tmp_path, target)
     stamp = first.stat().st_mtime_ns
-    assert core_bitsliced.build(cc, tmp_path) == first and first.stat().st_mtime_ns == stamp
+    assert core_bitsliced.build(cc, tmp_path, target) == first and first.stat().st_mtime_ns == stamp
     assert [p.name for p in tmp_path.iterdir()] == [first.name]
     for k in range(6):  # builds of other versions: only the newest few stay
         (tmp_path / f"core_bitsliced-old{k}.so").write_bytes(b"")
     first.unlink()
-    again = core_bitsliced.build(cc, tmp_path)
+    again = core_bitsliced.build(cc, tmp_path, target)
     assert again.exists() and len(list(tmp_path.glob("*.so"))) == core_bitsliced.KEEP_BUILDS
 
 

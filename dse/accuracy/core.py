@@ -61,8 +61,8 @@ exact value rounded once (exact integers below 2^24). Memory: a chunk's scratch 
 ``memory_budget_bytes`` (except one row that alone exceeds it); weights, operands and output come on top.
 
 Fused CPU path (``core_fused``). On CPU tensors the lossy path runs in kernels that do the whole
-epilogue in one pass per output element, column sums included: a bit-sliced AVX-512 C kernel
-(``core_bitsliced``, built on first use where a C compiler and AVX-512 are present) or numba kernels
+epilogue in one pass per output element, column sums included: a bit-sliced C kernel
+(``core_bitsliced``, built on first use where a C compiler and AVX-512 or AVX2 are present) or numba kernels
 (AND + popcount of packed bit planes, or the bit-plane GEMM with AMX); ``CIM_DSE_KERNEL=torch``
 forces the torch path above (also used for CUDA tensors). Noise-free results are identical on every
 path; noisy ones have the same distribution from each kernel's own random stream, which depends on

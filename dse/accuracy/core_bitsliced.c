@@ -1,17 +1,22 @@
-/* Bit-sliced CPU kernel of the bit-plane simulator (AVX-512F/BW/DQ), built and loaded by core_bitsliced.py.
+/* Bit-sliced CPU kernel of the bit-plane simulator, built and loaded by core_bitsliced.py, for AVX-512F/BW/DQ
+   (16-lane vectors) or AVX2 + FMA (8-lane vectors): the compiler's target flags pick the vector layer below, and
+   everything after it is written once. Both builds compute the same bits (the same operations in the same order,
+   the 16-lane generator run as two 8-lane halves on AVX2), noise included.
 
    One call handles blocks of 512 consecutive rows (pixels) of one batch element. Per block:
 
    1. The input codes are turned into bit planes *across rows*: plane (k, t) is one 512-bit vector
-      whose bit p is bit t of x[p, k] (vptestmb, 64 rows per instruction).
+      whose bit p is bit t of x[p, k] (vptestmb, 64 rows per instruction; AVX2: a shift and vpmovmskb per 32).
    2. A column sum of conversion (group g, weight bit i, input bit t, column n) is the number of
       ones, lane by lane, in the planes (k, t) of the rows k of group g whose weight bit i in
       column n is 1. The weights are fixed, so those rows are a list made once per call; the
       count of each of the 512 lanes is kept bit-sliced in carry-save form (Harley-Seal: 15
       full adders of vpternlogq per 16 planes, two instructions each), so one instruction adds
-      about 512 / 2.4 one-bit products, against 512 / 7 for AND + nibble popcount.
-   3. The counts are turned into integers (masked adds, 32 lanes at a time), combined into the
-      input cycles' digits, and the ADC epilogue runs on 16 lanes at a time: scale, noise (an
+      about 512 / 2.4 one-bit products, against 512 / 7 for AND + nibble popcount. AVX2 has no
+      ternary logic: five instructions per full adder on each 256-bit half.
+   3. The counts are turned into integers (masked adds, 64 or 32 lanes at a time; AVX2: bytes
+      expanded from the bits by a shuffle and a compare), combined into the input cycles' digits,
+      and the ADC epilogue runs on 16 (AVX2: 8) lanes at a time: scale, noise (an
       exact inverse-CDF code from a 32-bit uniform, as core_kernels' table noise), clamp, round
       half to even, exact (hybrid) cycles, sign and shift-add, exact accumulation in float64.
 
@@ -42,6 +47,146 @@
 #else
 #define STAGE
 #endif
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+#define ISA_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define ISA_AVX512 0
+#else
+#error "core_bitsliced.c needs -mavx512f -mavx512bw -mavx512dq or -mavx2 -mfma"
+#endif
+
+/* ------------------------------------------------------------------------------------------- */
+/* the vector layer: W float/int32 lanes (vf, vi, lane masks vm), DW double lanes (vd), and one chunk
+   (vp) of a 512-bit row plane; a plane is PCHUNKS chunks */
+
+typedef unsigned vm;
+
+#if ISA_AVX512
+#define W 16
+#define PCHUNKS 1
+typedef __m512 vf;
+typedef __m512i vi;
+typedef __m512d vd;
+typedef __m512i vp;
+typedef __m512i Plane;
+
+#define vi_set1 _mm512_set1_epi32
+#define vi_add _mm512_add_epi32
+#define vi_sub _mm512_sub_epi32
+#define vi_xor _mm512_xor_si512
+#define vi_andnot _mm512_andnot_si512
+#define vi_slli _mm512_slli_epi32
+#define vi_srli _mm512_srli_epi32
+#define vi_srai _mm512_srai_epi32
+#define vi_rol _mm512_rol_epi32
+#define vi_min_epu32 _mm512_min_epu32
+#define vi_loadu(ptr) _mm512_loadu_si512(ptr)
+#define vi_storeu(ptr, a) _mm512_storeu_si512(ptr, a)
+#define vi_ltu_mask _mm512_cmplt_epu32_mask
+#define vi_u8(ptr) _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(ptr)))
+#define vi_u16(ptr) _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(ptr)))
+/* a & b | c */
+#define vi_and_or(a, b, c) _mm512_ternarylogic_epi32(a, b, c, 0xEA)
+
+#define vf_set1 _mm512_set1_ps
+#define vf_zero _mm512_setzero_ps
+#define vf_add _mm512_add_ps
+#define vf_sub _mm512_sub_ps
+#define vf_mul _mm512_mul_ps
+#define vf_div _mm512_div_ps
+#define vf_fma _mm512_fmadd_ps
+#define vf_min _mm512_min_ps
+#define vf_max _mm512_max_ps
+#define vf_and _mm512_and_ps
+#define vf_loadu _mm512_loadu_ps
+#define vf_storeu _mm512_storeu_ps
+#define vf_cvt _mm512_cvtepi32_ps
+#define vf_cast _mm512_castsi512_ps
+#define vi_cast _mm512_castps_si512
+#define vf_rint(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vf_gt_mask(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ)
+#define vf_gather(idx, base) _mm512_i32gather_ps(idx, base, 4)
+
+#define DW 8
+#define vd_set1 _mm512_set1_pd
+#define vd_loadu _mm512_loadu_pd
+#define vd_storeu _mm512_storeu_pd
+#define vd_add _mm512_add_pd
+#define vd_mul _mm512_mul_pd
+#define vd_of_floats(ptr) _mm512_cvtps_pd(_mm256_loadu_ps(ptr))
+
+#define vp_load(ptr) _mm512_load_si512(ptr)
+#define vp_zero _mm512_setzero_si512
+#define vp_and _mm512_and_si512
+#define vp_xor _mm512_xor_si512
+#define vp_sum3(a, b, c) _mm512_ternarylogic_epi64(a, b, c, 0x96)
+#define vp_majority(a, b, c) _mm512_ternarylogic_epi64(a, b, c, 0xE8)
+
+#else /* AVX2 + FMA */
+#define W 8
+#define PCHUNKS 2
+typedef __m256 vf;
+typedef __m256i vi;
+typedef __m256d vd;
+typedef __m256i vp;
+typedef struct { __m256i half[2]; } Plane;
+
+#define vi_set1 _mm256_set1_epi32
+#define vi_add _mm256_add_epi32
+#define vi_sub _mm256_sub_epi32
+#define vi_xor _mm256_xor_si256
+#define vi_andnot _mm256_andnot_si256
+#define vi_slli _mm256_slli_epi32
+#define vi_srli _mm256_srli_epi32
+#define vi_srai _mm256_srai_epi32
+#define vi_rol(a, k) _mm256_or_si256(_mm256_slli_epi32(a, k), _mm256_srli_epi32(a, 32 - (k)))
+#define vi_min_epu32 _mm256_min_epu32
+#define vi_loadu(ptr) _mm256_loadu_si256((const __m256i *)(ptr))
+#define vi_storeu(ptr, a) _mm256_storeu_si256((__m256i *)(ptr), a)
+/* a < b for a below 2^31 (the folded uniforms): the signed compare */
+#define vi_ltu_mask(a, b) ((vm)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(b, a))))
+#define vi_u8(ptr) _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(ptr)))
+#define vi_u16(ptr) _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(ptr)))
+#define vi_and_or(a, b, c) _mm256_or_si256(_mm256_and_si256(a, b), c)
+
+#define vf_set1 _mm256_set1_ps
+#define vf_zero _mm256_setzero_ps
+#define vf_add _mm256_add_ps
+#define vf_sub _mm256_sub_ps
+#define vf_mul _mm256_mul_ps
+#define vf_div _mm256_div_ps
+#define vf_fma _mm256_fmadd_ps
+#define vf_min _mm256_min_ps
+#define vf_max _mm256_max_ps
+#define vf_and _mm256_and_ps
+#define vf_loadu _mm256_loadu_ps
+#define vf_storeu _mm256_storeu_ps
+#define vf_cvt _mm256_cvtepi32_ps
+#define vf_cast _mm256_castsi256_ps
+#define vi_cast _mm256_castps_si256
+#define vf_rint(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define vf_gt_mask(a, b) ((vm)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ)))
+#define vf_gather(idx, base) _mm256_i32gather_ps(base, idx, 4)
+
+#define DW 4
+#define vd_set1 _mm256_set1_pd
+#define vd_loadu _mm256_loadu_pd
+#define vd_storeu _mm256_storeu_pd
+#define vd_add _mm256_add_pd
+#define vd_mul _mm256_mul_pd
+#define vd_of_floats(ptr) _mm256_cvtps_pd(_mm_loadu_ps(ptr))
+
+#define vp_load(ptr) _mm256_load_si256((const __m256i *)(ptr))
+#define vp_zero _mm256_setzero_si256
+#define vp_and _mm256_and_si256
+#define vp_xor _mm256_xor_si256
+#define vp_sum3(a, b, c) _mm256_xor_si256(_mm256_xor_si256(a, b), c)
+#define vp_majority(a, b, c) \
+    _mm256_or_si256(_mm256_and_si256(a, b), _mm256_and_si256(_mm256_xor_si256(a, b), c))
+#endif
+
+#define RNGS (16 / W)      /* the 16-lane generator as RNGS vectors of W lanes */
 
 typedef struct {
     /* shapes */
@@ -84,7 +229,9 @@ static inline uint64_t splitmix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-typedef struct { __m512i s0, s1, s2, s3; } Rng;
+/* xoshiro128++ (Blackman, Vigna 2019) in 16 independent lanes: RNGS vectors of W lanes, lanes W h .. W h + W - 1
+   in vector h, each advanced once per 16-lane draw */
+typedef struct { vi s0, s1, s2, s3; } Rng;
 
 static void rng_seed(Rng *r, uint64_t key, uint64_t stream) {
     uint32_t w[4][16];
@@ -97,65 +244,97 @@ static void rng_seed(Rng *r, uint64_t key, uint64_t stream) {
         }
     for (int l = 0; l < 16; l++)
         if (!(w[0][l] | w[1][l] | w[2][l] | w[3][l])) w[0][l] = 1;  /* an all-zero state would stay zero */
-    r->s0 = _mm512_loadu_si512(w[0]);
-    r->s1 = _mm512_loadu_si512(w[1]);
-    r->s2 = _mm512_loadu_si512(w[2]);
-    r->s3 = _mm512_loadu_si512(w[3]);
+    for (int h = 0; h < RNGS; h++) {
+        r[h].s0 = vi_loadu(w[0] + W * h);
+        r[h].s1 = vi_loadu(w[1] + W * h);
+        r[h].s2 = vi_loadu(w[2] + W * h);
+        r[h].s3 = vi_loadu(w[3] + W * h);
+    }
 }
 
-/* xoshiro128++ (Blackman, Vigna 2019), 16 independent lanes */
-static inline __m512i rng_next(Rng *r) {
-    __m512i out = _mm512_add_epi32(_mm512_rol_epi32(_mm512_add_epi32(r->s0, r->s3), 7), r->s0);
-    __m512i t = _mm512_slli_epi32(r->s1, 9);
-    r->s2 = _mm512_xor_si512(r->s2, r->s0);
-    r->s3 = _mm512_xor_si512(r->s3, r->s1);
-    r->s1 = _mm512_xor_si512(r->s1, r->s2);
-    r->s0 = _mm512_xor_si512(r->s0, r->s3);
-    r->s2 = _mm512_xor_si512(r->s2, t);
-    r->s3 = _mm512_rol_epi32(r->s3, 11);
+static inline vi rng_next(Rng *r) {
+    vi out = vi_add(vi_rol(vi_add(r->s0, r->s3), 7), r->s0);
+    vi t = vi_slli(r->s1, 9);
+    r->s2 = vi_xor(r->s2, r->s0);
+    r->s3 = vi_xor(r->s3, r->s1);
+    r->s1 = vi_xor(r->s1, r->s2);
+    r->s0 = vi_xor(r->s0, r->s3);
+    r->s2 = vi_xor(r->s2, t);
+    r->s3 = vi_rol(r->s3, 11);
     return out;
 }
 
-/* z = Phi^-1((U + 1/2) / 2^32) for 16 uniforms: core_kernels._Quantile, the same operations and bits */
-typedef struct { __m512 top[DEG + 1]; const float *coef; } Quantile;
+/* z = Phi^-1((U + 1/2) / 2^32) for W uniforms: core_kernels._Quantile, the same operations and bits. The
+   coefficients of the top 16 octaves sit in registers (AVX2: two of 8 per degree), the rest are gathered. */
+typedef struct {
+#if ISA_AVX512
+    vf top[DEG + 1];
+#else
+    vf lo[DEG + 1], hi[DEG + 1];  /* octaves 16 .. 23 and 24 .. 31 */
+#endif
+    const float *coef;
+} Quantile;
 
 static void quantile_init(Quantile *q, const float *coef) {
     q->coef = coef;
+#if ISA_AVX512
     for (int k = 0; k <= DEG; k++) q->top[k] = _mm512_loadu_ps(coef + 32 * k + 16);
+#else
+    for (int k = 0; k <= DEG; k++) {
+        q->lo[k] = _mm256_loadu_ps(coef + 32 * k + 16);
+        q->hi[k] = _mm256_loadu_ps(coef + 32 * k + 24);
+    }
+#endif
 }
 
 /* U or 2^32 - 1 - U, below 2^31 (the quantile's symmetric half) */
-static inline __m512i fold(__m512i u) { return _mm512_xor_si512(u, _mm512_srai_epi32(u, 31)); }
+static inline vi fold(vi u) { return vi_xor(u, vi_srai(u, 31)); }
 
-/* lanes of folded uniforms whose octave is below the registers' 16 (p < 2^-17: gathered coefficients) */
-static inline __mmask16 low_octave(__m512i qi) { return _mm512_cmplt_epu32_mask(qi, _mm512_set1_epi32(32768)); }
+/* how the coefficients of folded uniforms are looked up: 0 registers, 1 registers of both halves (AVX2:
+   some lane below octave 24, p < 2^-9), 2 gathers (some lane below octave 16, p < 2^-17) */
+enum { FROM_TOP = 0, FROM_BOTH = 1, GATHER = 2 };
 
-static inline __m512 quantile_folded(const Quantile *q, __m512i u, __m512i qi, int gather) {
-    __m512 pf = _mm512_add_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(0.5f));
-    pf = _mm512_min_ps(pf, _mm512_set1_ps(2147483520.0f));
-    __m512i bits = _mm512_castps_si512(pf);
-    __m512i octave = _mm512_sub_epi32(_mm512_srli_epi32(bits, 23), _mm512_set1_epi32(126));
-    __m512 m = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(bits, _mm512_set1_epi32(0x7FFFFF),
-                                                             _mm512_set1_epi32(0x3F800000), 0xEA));  /* a & b | c */
-    __m512 x = _mm512_fmadd_ps(m, _mm512_set1_ps(2.0f), _mm512_set1_ps(-3.0f));
-    __m512 t;
-    if (__builtin_expect(gather, 0)) {
-        t = _mm512_i32gather_ps(octave, q->coef + 32 * DEG, 4);
-        for (int k = DEG - 1; k >= 0; k--)
-            t = _mm512_fmadd_ps(t, x, _mm512_i32gather_ps(octave, q->coef + 32 * k, 4));
-    } else {
-        __m512i top = _mm512_sub_epi32(octave, _mm512_set1_epi32(16));
-        t = _mm512_permutexvar_ps(top, q->top[DEG]);
-        _Pragma("GCC unroll 6")
-        for (int k = DEG - 1; k >= 0; k--) t = _mm512_fmadd_ps(t, x, _mm512_permutexvar_ps(top, q->top[k]));
-    }
-    __m512i sign = _mm512_andnot_si512(u, _mm512_set1_epi32((int)0x80000000u));
-    return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(t), sign));
+static inline int lookup_mode(vi qi) {
+    if (vi_ltu_mask(qi, vi_set1(32768))) return GATHER;
+#if ISA_AVX512
+    return FROM_TOP;
+#else
+    return vi_ltu_mask(qi, vi_set1(1 << 23)) ? FROM_BOTH : FROM_TOP;
+#endif
 }
 
-static inline __m512 quantile(const Quantile *q, __m512i u) {
-    __m512i qi = fold(u);
-    return quantile_folded(q, u, qi, low_octave(qi) != 0);
+/* coefficient k of each lane's octave (top = octave - 16, 0 .. 15 unless gathering) */
+static inline vf coefficient(const Quantile *q, int k, vi octave, vi top, int mode) {
+    if (mode == GATHER) return vf_gather(octave, q->coef + 32 * k);
+#if ISA_AVX512
+    (void)octave;
+    return _mm512_permutexvar_ps(top, q->top[k]);
+#else
+    vf hi = _mm256_permutevar8x32_ps(q->hi[k], top);
+    if (mode == FROM_TOP) return hi;
+    vf lo = _mm256_permutevar8x32_ps(q->lo[k], top);
+    return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(top, 28)));  /* bit 3: the top half */
+#endif
+}
+
+static inline vf quantile_folded(const Quantile *q, vi u, vi qi, int mode) {
+    vf pf = vf_add(vf_cvt(qi), vf_set1(0.5f));
+    pf = vf_min(pf, vf_set1(2147483520.0f));
+    vi bits = vi_cast(pf);
+    vi octave = vi_sub(vi_srli(bits, 23), vi_set1(126));
+    vf m = vf_cast(vi_and_or(bits, vi_set1(0x7FFFFF), vi_set1(0x3F800000)));
+    vf x = vf_fma(m, vf_set1(2.0f), vf_set1(-3.0f));
+    vi top = vi_sub(octave, vi_set1(16));
+    vf t = coefficient(q, DEG, octave, top, mode);
+    _Pragma("GCC unroll 6")
+    for (int k = DEG - 1; k >= 0; k--) t = vf_fma(t, x, coefficient(q, k, octave, top, mode));
+    vi sign = vi_andnot(u, vi_set1((int)0x80000000u));
+    return vf_cast(vi_xor(vi_cast(t), sign));
+}
+
+static inline vf quantile(const Quantile *q, vi u) {
+    vi qi = fold(u);
+    return quantile_folded(q, u, qi, lookup_mode(qi));
 }
 
 static inline double phi(double x) { return 0.5 * erfc(-x * 0.7071067811865476); }
@@ -175,7 +354,7 @@ static double exact_code(uint32_t uv, double u, double std, double guess, double
 /* the codes of rows [0, valid) of a block (x: rows of ldk bytes, kp used) -> planes (kp + 1) x bits x 512 bits:
    bit p of plane (k, t) is bit t of x[p, k]; plane kp and rows from valid on are zero. xtb: kp x 512 scratch */
 STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t valid, int bits, uint8_t *xtb,
-                              __m512i *planes) {
+                              Plane *planes) {
     for (int64_t k0 = 0; k0 < kp; k0 += 64) {
         int64_t kn = kp - k0 < 64 ? kp - k0 : 64;
         for (int64_t r = 0; r < LANES; r++) {
@@ -190,68 +369,78 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
     }
     for (int64_t k = 0; k < kp; k++) {
         const uint8_t *src = xtb + k * LANES;
+#if ISA_AVX512
         uint64_t *dst = (uint64_t *)(planes + k * bits);
         for (int c = 0; c < WORDS; c++) {
             __m512i v = _mm512_loadu_si512(src + 64 * c);
             for (int t = 0; t < bits; t++)
                 dst[t * WORDS + c] = _mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << t)));
         }
+#else
+        uint32_t *dst = (uint32_t *)(planes + k * bits);
+        for (int c = 0; c < 2 * WORDS; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(src + 32 * c));
+            for (int t = 0; t < bits; t++)  /* bit t of each byte to its sign bit (a 16-bit shift keeps bytes apart) */
+                dst[t * 2 * WORDS + c] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(v, 7 - t));
+        }
+#endif
     }
-    for (int t = 0; t < bits; t++) planes[kp * bits + t] = _mm512_setzero_si512();
+    memset(planes + kp * bits, 0, (size_t)bits * sizeof(Plane));
 }
 
-#define CSA(h, l, a, b, c)                                  \
-    do {                                                    \
-        __m512i a_ = (a), b_ = (b), c_ = (c);               \
-        l = _mm512_ternarylogic_epi64(a_, b_, c_, 0x96);    \
-        h = _mm512_ternarylogic_epi64(a_, b_, c_, 0xE8);    \
+#define CSA(h, l, a, b, c)                   \
+    do {                                     \
+        vp a_ = (a), b_ = (b), c_ = (c);     \
+        l = vp_sum3(a_, b_, c_);             \
+        h = vp_majority(a_, b_, c_);         \
     } while (0)
 
-/* Lane counts of the planes in list (byte offsets from base), bit-sliced into out[0 .. np):
-   Harley-Seal carry-save accumulation, 16 planes per step, the sixteens rippled into out[4 ..). */
-#define P(j) _mm512_load_si512(base + list[j])
+/* Lane counts of one chunk of the planes in list (byte offsets from base), bit-sliced into out[0], out[PCHUNKS],
+   ... (np planes): Harley-Seal carry-save accumulation, 16 planes per step, the sixteens rippled into out[4 ..). */
+#define P(j) vp_load(base + list[j])
 #define COUNT_LIST(NAME, NP)                                                                     \
-    STAGE static void NAME(const char *base, const int32_t *list, int64_t len, __m512i *out) {    \
-        __m512i ones = _mm512_setzero_si512(), twos = ones, fours = ones, eights = ones;         \
-        __m512i hi[NP - 4];                                                                      \
+    STAGE static void NAME(const char *base, const int32_t *list, int64_t len, vp *out) {        \
+        vp ones = vp_zero(), twos = ones, fours = ones, eights = ones;                           \
+        vp hi[NP - 4];                                                                           \
         for (int b = 0; b < NP - 4; b++) hi[b] = ones;                                           \
-        __m512i twosA, twosB, foursA, foursB, eightsA, eightsB, sixteens;                        \
+        vp twosA, twosB, foursA, foursB, eightsA, eightsB, sixteens;                             \
         for (int64_t s = 0; s < len; s += 16, list += 16) {                                      \
-            CSA(twosA, ones, ones, P(0), P(1));                                \
-            CSA(twosB, ones, ones, P(2), P(3));                                \
+            CSA(twosA, ones, ones, P(0), P(1));                                                  \
+            CSA(twosB, ones, ones, P(2), P(3));                                                  \
             CSA(foursA, twos, twos, twosA, twosB);                                               \
-            CSA(twosA, ones, ones, P(4), P(5));                                \
-            CSA(twosB, ones, ones, P(6), P(7));                                \
+            CSA(twosA, ones, ones, P(4), P(5));                                                  \
+            CSA(twosB, ones, ones, P(6), P(7));                                                  \
             CSA(foursB, twos, twos, twosA, twosB);                                               \
             CSA(eightsA, fours, fours, foursA, foursB);                                          \
-            CSA(twosA, ones, ones, P(8), P(9));                                \
-            CSA(twosB, ones, ones, P(10), P(11));                              \
+            CSA(twosA, ones, ones, P(8), P(9));                                                  \
+            CSA(twosB, ones, ones, P(10), P(11));                                                \
             CSA(foursA, twos, twos, twosA, twosB);                                               \
-            CSA(twosA, ones, ones, P(12), P(13));                              \
-            CSA(twosB, ones, ones, P(14), P(15));                              \
+            CSA(twosA, ones, ones, P(12), P(13));                                                \
+            CSA(twosB, ones, ones, P(14), P(15));                                                \
             CSA(foursB, twos, twos, twosA, twosB);                                               \
             CSA(eightsB, fours, fours, foursA, foursB);                                          \
             CSA(sixteens, eights, eights, eightsA, eightsB);                                     \
-            __m512i carry = sixteens;                                                            \
+            vp carry = sixteens;                                                                 \
             _Pragma("GCC unroll 8")                                                              \
             for (int b = 0; b < NP - 4; b++) {                                                   \
-                __m512i nc = _mm512_and_si512(hi[b], carry);                                     \
-                hi[b] = _mm512_xor_si512(hi[b], carry);                                          \
+                vp nc = vp_and(hi[b], carry);                                                    \
+                hi[b] = vp_xor(hi[b], carry);                                                    \
                 carry = nc;                                                                      \
             }                                                                                    \
         }                                                                                        \
         out[0] = ones;                                                                           \
-        out[1] = twos;                                                                           \
-        out[2] = fours;                                                                          \
-        out[3] = eights;                                                                         \
-        for (int b = 0; b < NP - 4; b++) out[4 + b] = hi[b];                                     \
+        out[PCHUNKS] = twos;                                                                     \
+        out[2 * PCHUNKS] = fours;                                                                \
+        out[3 * PCHUNKS] = eights;                                                               \
+        for (int b = 0; b < NP - 4; b++) out[(4 + b) * PCHUNKS] = hi[b];                         \
     }
 
 COUNT_LIST(count_list8, 8)    /* sums up to 255: 8 planes */
 COUNT_LIST(count_list9, 9)    /* sums up to 511 */
 
-/* 8 bit-sliced planes -> 512 uint8 counts (masked byte adds, 64 lanes each) */
-STAGE static void planes_to_counts8(const __m512i *pl, uint8_t *cnt) {
+/* 8 bit-sliced planes -> 512 uint8 counts */
+STAGE static void planes_to_counts8(const Plane *pl, uint8_t *cnt) {
+#if ISA_AVX512  /* masked byte adds, 64 lanes each */
     const uint64_t *w = (const uint64_t *)pl;  /* plane p, lanes 64c .. 64c + 63: w[p * 8 + c] */
     for (int c = 0; c < LANES / 64; c++) {
         __m512i v = _mm512_setzero_si512();
@@ -260,10 +449,27 @@ STAGE static void planes_to_counts8(const __m512i *pl, uint8_t *cnt) {
             v = _mm512_mask_add_epi8(v, _load_mask64((__mmask64 *)(w + p * 8 + c)), v, _mm512_set1_epi8((char)(1 << p)));
         _mm512_storeu_si512(cnt + 64 * c, v);
     }
+#else  /* each 32-lane word's bits spread to bytes (byte j gets byte j / 8 of the word, then bit j % 8 tested) */
+    const uint32_t *w = (const uint32_t *)pl;  /* plane p, lanes 32c .. 32c + 31: w[p * 16 + c] */
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i select = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    for (int c = 0; c < LANES / 32; c++) {
+        __m256i v = _mm256_setzero_si256();
+        _Pragma("GCC unroll 8")
+        for (int p = 0; p < 8; p++) {
+            __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w[p * 16 + c]), spread);
+            b = _mm256_cmpeq_epi8(_mm256_and_si256(b, select), select);
+            v = _mm256_or_si256(v, _mm256_and_si256(b, _mm256_set1_epi8((char)(1 << p))));
+        }
+        _mm256_storeu_si256((__m256i *)(cnt + 32 * c), v);
+    }
+#endif
 }
 
-/* 9 bit-sliced planes -> 512 uint16 counts (masked word adds, 32 lanes each) */
-STAGE static void planes_to_counts9(const __m512i *pl, uint16_t *cnt) {
+/* 9 bit-sliced planes -> 512 uint16 counts */
+STAGE static void planes_to_counts9(const Plane *pl, uint16_t *cnt) {
+#if ISA_AVX512  /* masked word adds, 32 lanes each */
     const uint32_t *w = (const uint32_t *)pl;  /* plane p, lanes 32c .. 32c + 31: w[p * 16 + c] */
     for (int c = 0; c < LANES / 32; c++) {
         __m512i v = _mm512_setzero_si512();
@@ -272,13 +478,29 @@ STAGE static void planes_to_counts9(const __m512i *pl, uint16_t *cnt) {
             v = _mm512_mask_add_epi16(v, _load_mask32((__mmask32 *)(w + p * 16 + c)), v, _mm512_set1_epi16((short)(1 << p)));
         _mm512_storeu_si512(cnt + 32 * c, v);
     }
+#else  /* each 16-lane half-word's bits spread to words */
+    const uint16_t *w = (const uint16_t *)pl;  /* plane p, lanes 16c .. 16c + 15: w[p * 32 + c] */
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                            1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1);
+    const __m256i select = _mm256_setr_epi16(1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+    for (int c = 0; c < LANES / 16; c++) {
+        __m256i v = _mm256_setzero_si256();
+        _Pragma("GCC unroll 9")
+        for (int p = 0; p < 9; p++) {
+            __m256i b = _mm256_shuffle_epi8(_mm256_set1_epi16((short)w[p * 32 + c]), spread);
+            b = _mm256_cmpeq_epi16(_mm256_and_si256(b, select), select);
+            v = _mm256_or_si256(v, _mm256_and_si256(b, _mm256_set1_epi16((short)(1 << p))));
+        }
+        _mm256_storeu_si256((__m256i *)(cnt + 16 * c), v);
+    }
+#endif
 }
 
 /* ------------------------------------------------------------------------------------------- */
 /* one block */
 
 typedef struct {
-    __m512i *planes;                 /* (kp + 1) x bits */
+    Plane *planes;                   /* (kp + 1) x bits */
     uint8_t *xtb;                    /* kp x 512: the block's codes, transposed */
     uint8_t *cnt;                    /* bits x 512 counts: uint8, or uint16 when wide */
     float *codes;                    /* nc x 512 */
@@ -287,14 +509,14 @@ typedef struct {
 } Scratch;
 
 /* the lane's exact code for a conversion flagged near a code boundary (core_kernels._near_code) */
-static void fix_lanes(__mmask16 flag, __m512i u, __m512 s, __m512 code, const Params *p, int j, float *delta) {
-    uint32_t uv[16];
-    float sv[16], cv[16];
-    _mm512_storeu_si512(uv, u);
-    _mm512_storeu_ps(sv, s);
-    _mm512_storeu_ps(cv, code);
+static void fix_lanes(vm flag, vi u, vf s, vf code, const Params *p, int j, float *delta) {
+    uint32_t uv[W];
+    float sv[W], cv[W];
+    vi_storeu(uv, u);
+    vf_storeu(sv, s);
+    vf_storeu(cv, code);
     double sigma = p->fx[0], s_nl = p->fx[1], mpl = p->fx[2];
-    for (int l = 0; l < 16; l++) {
+    for (int l = 0; l < W; l++) {
         delta[l] = 0.0f;
         if (!((flag >> l) & 1)) continue;
         double u64 = (double)sv[l] * p->ratio[j];
@@ -305,116 +527,112 @@ static void fix_lanes(__mmask16 flag, __m512i u, __m512 s, __m512 code, const Pa
     }
 }
 
-/* column sums of 16 lanes of one cycle: its input bits' counts, shifted, as float32 */
-static inline __m512 lane_sums(const uint8_t *cnt, int shift, int width, int wide, int v) {
-    if (!wide && width == 1)
-        return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(cnt + shift * LANES + 16 * v))));
-    __m512i si = _mm512_setzero_si512();
+/* column sums of W lanes of one cycle (from lane W v): its input bits' counts, shifted, as float32 */
+static inline vf lane_sums(const uint8_t *cnt, int shift, int width, int wide, int v) {
+    if (!wide && width == 1) return vf_cvt(vi_u8(cnt + shift * LANES + W * v));
+    vi si = vi_set1(0);
     for (int b = 0; b < width; b++) {
-        __m512i cb;
-        if (wide)
-            cb = _mm512_cvtepu16_epi32(
-                _mm256_loadu_si256((const __m256i *)((const uint16_t *)cnt + (shift + b) * LANES + 16 * v)));
-        else
-            cb = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(cnt + (shift + b) * LANES + 16 * v)));
-        si = _mm512_add_epi32(si, _mm512_slli_epi32(cb, b));
+        vi cb = wide ? vi_u16((const uint16_t *)cnt + (shift + b) * LANES + W * v)
+                     : vi_u8(cnt + (shift + b) * LANES + W * v);
+        si = vi_add(si, vi_slli(cb, b));
     }
-    return _mm512_cvtepi32_ps(si);
+    return vf_cvt(si);
 }
 
-/* the loop over a block's 32 vectors, specialised for single-bit cycles of narrow counts */
+/* the loop over a block's vectors, specialised for single-bit cycles of narrow counts */
 #define FOR_VECTORS(BODY)                                                   \
     do {                                                                    \
         if (!wide && width == 1) {                                          \
-            for (int v = 0; v < LANES / 16; v++) {                          \
-                const __m512 s = lane_sums(cnt, shift, 1, 0, v);            \
+            for (int v = 0; v < LANES / W; v++) {                           \
+                const vf s = lane_sums(cnt, shift, 1, 0, v);                \
                 BODY                                                        \
             }                                                               \
         } else {                                                            \
-            for (int v = 0; v < LANES / 16; v++) {                          \
-                const __m512 s = lane_sums(cnt, shift, width, wide, v);     \
+            for (int v = 0; v < LANES / W; v++) {                           \
+                const vf s = lane_sums(cnt, shift, width, wide, v);         \
                 BODY                                                        \
             }                                                               \
         }                                                                   \
     } while (0)
 
 /* exact (digital) cycle: exact += s * w */
-static inline void exact_lanes(const uint8_t *cnt, int shift, int width, int wide, __m512 w, float *exact) {
+static inline void exact_lanes(const uint8_t *cnt, int shift, int width, int wide, vf w, float *exact) {
     FOR_VECTORS({
-        __m512 e = _mm512_loadu_ps(exact + 16 * v);
-        _mm512_storeu_ps(exact + 16 * v, _mm512_fmadd_ps(s, w, e));  /* exact: integers below 2^24 */
+        vf e = vf_loadu(exact + W * v);
+        vf_storeu(exact + W * v, vf_fma(s, w, e));  /* exact: integers below 2^24 */
     });
 }
 
 /* noise-free ADC: codes += rint(s * scale [/ den]) * w */
-STAGE static void quantised_lanes(const uint8_t *cnt, int shift, int width, int wide, __m512 w, float scale,
+STAGE static void quantised_lanes(const uint8_t *cnt, int shift, int width, int wide, vf w, float scale,
                                   float den, int two_step, float *codes) {
-    const __m512 vsc = _mm512_set1_ps(scale), vdn = _mm512_set1_ps(den);
+    const vf vsc = vf_set1(scale), vdn = vf_set1(den);
     if (two_step) {
         FOR_VECTORS({
-            __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_mul_ps(s, vsc), vdn),
-                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            _mm512_storeu_ps(codes + 16 * v, _mm512_fmadd_ps(r, w, _mm512_loadu_ps(codes + 16 * v)));
+            vf r = vf_rint(vf_div(vf_mul(s, vsc), vdn));
+            vf_storeu(codes + W * v, vf_fma(r, w, vf_loadu(codes + W * v)));
         });
     } else {
         FOR_VECTORS({
-            __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(s, vsc), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            _mm512_storeu_ps(codes + 16 * v, _mm512_fmadd_ps(r, w, _mm512_loadu_ps(codes + 16 * v)));
+            vf r = vf_rint(vf_mul(s, vsc));
+            vf_storeu(codes + W * v, vf_fma(r, w, vf_loadu(codes + W * v)));
         });
     }
 }
 
-#define UNROLL 4
+#define UNROLL 4  /* vectors per step: a multiple of RNGS, so vector k draws from generator k % RNGS */
 
 /* noisy ADC: codes += clamp(rint(s * sce + sigma * z)) * w, z the quantile of a fresh uniform; a code
    within the margin of a boundary (|y - rint(y)| > hm) is replaced by the exact thresholds' code */
-STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide, __m512 w, float sce,
+STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide, vf w, float sce,
                               const Params *p, int j, const Quantile *q, Rng *rng, float *codes) {
-    const __m512 vsce = _mm512_set1_ps(sce), vsig = _mm512_set1_ps(p->fp[1]), vzero = _mm512_setzero_ps();
-    const __m512 vlev = _mm512_set1_ps(p->fp[0]), vhm = _mm512_set1_ps(p->fp[5]);
-    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
-    Rng st = *rng;  /* in registers for the loop */
-    for (int v = 0; v < LANES / 16; v += UNROLL) {
-        __m512i u[UNROLL];
-        __m512 s[UNROLL], z[UNROLL], y[UNROLL], r[UNROLL], code[UNROLL];
-        __mmask16 flag[UNROLL];
+    const vf vsce = vf_set1(sce), vsig = vf_set1(p->fp[1]), vzero = vf_zero();
+    const vf vlev = vf_set1(p->fp[0]), vhm = vf_set1(p->fp[5]);
+    const vf absmask = vf_cast(vi_set1(0x7FFFFFFF));
+    Rng st[RNGS];  /* in registers for the loop */
+    for (int h = 0; h < RNGS; h++) st[h] = rng[h];
+    for (int v = 0; v < LANES / W; v += UNROLL) {
+        vi u[UNROLL];
+        vf s[UNROLL], z[UNROLL], y[UNROLL], r[UNROLL], code[UNROLL];
+        vm flag[UNROLL];
         _Pragma("GCC unroll 4")
-        for (int k = 0; k < UNROLL; k++) u[k] = rng_next(&st);
-        __m512i qi[UNROLL];
+        for (int k = 0; k < UNROLL; k++) u[k] = rng_next(&st[k % RNGS]);
+        vi qi[UNROLL];
         _Pragma("GCC unroll 4")
         for (int k = 0; k < UNROLL; k++) qi[k] = fold(u[k]);
-        __m512i qmin = qi[0];
+        vi qmin = qi[0];
         _Pragma("GCC unroll 4")
-        for (int k = 1; k < UNROLL; k++) qmin = _mm512_min_epu32(qmin, qi[k]);
-        if (__builtin_expect(low_octave(qmin) != 0, 0)) {
-            for (int k = 0; k < UNROLL; k++) z[k] = quantile_folded(q, u[k], qi[k], low_octave(qi[k]) != 0);
+        for (int k = 1; k < UNROLL; k++) qmin = vi_min_epu32(qmin, qi[k]);
+        int mode = lookup_mode(qmin);
+        if (__builtin_expect(mode != FROM_TOP, 0)) {
+            for (int k = 0; k < UNROLL; k++) z[k] = quantile_folded(q, u[k], qi[k], lookup_mode(qi[k]));
         } else {
             _Pragma("GCC unroll 4")
-            for (int k = 0; k < UNROLL; k++) z[k] = quantile_folded(q, u[k], qi[k], 0);
+            for (int k = 0; k < UNROLL; k++) z[k] = quantile_folded(q, u[k], qi[k], FROM_TOP);
         }
-        __mmask16 any = 0;
+        vm any = 0;
         _Pragma("GCC unroll 4")
         for (int k = 0; k < UNROLL; k++) {
             s[k] = lane_sums(cnt, shift, width, wide, v + k);
-            y[k] = _mm512_fmadd_ps(vsig, z[k], _mm512_mul_ps(s[k], vsce));  /* one rounding less than the margin allows */
-            r[k] = _mm512_roundscale_ps(y[k], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            code[k] = _mm512_min_ps(_mm512_max_ps(r[k], vzero), vlev);
-            flag[k] = _mm512_cmp_ps_mask(_mm512_and_ps(_mm512_sub_ps(y[k], r[k]), absmask), vhm, _CMP_GT_OQ);
+            y[k] = vf_fma(vsig, z[k], vf_mul(s[k], vsce));  /* one rounding less than the margin allows */
+            r[k] = vf_rint(y[k]);
+            code[k] = vf_min(vf_max(r[k], vzero), vlev);
+            flag[k] = vf_gt_mask(vf_and(vf_sub(y[k], r[k]), absmask), vhm);
             any |= flag[k];
-            __m512 c = _mm512_loadu_ps(codes + 16 * (v + k));
-            _mm512_storeu_ps(codes + 16 * (v + k), _mm512_fmadd_ps(code[k], w, c));  /* exact: integers */
+            vf c = vf_loadu(codes + W * (v + k));
+            vf_storeu(codes + W * (v + k), vf_fma(code[k], w, c));  /* exact: integers */
         }
         if (__builtin_expect(any != 0, 0)) {
             for (int k = 0; k < UNROLL; k++) {
                 if (!flag[k]) continue;
-                float delta[16];
+                float delta[W];
                 fix_lanes(flag[k], u[k], s[k], code[k], p, j, delta);
-                __m512 c = _mm512_loadu_ps(codes + 16 * (v + k));
-                _mm512_storeu_ps(codes + 16 * (v + k), _mm512_add_ps(c, _mm512_mul_ps(_mm512_loadu_ps(delta), w)));
+                vf c = vf_loadu(codes + W * (v + k));
+                vf_storeu(codes + W * (v + k), vf_add(c, vf_mul(vf_loadu(delta), w)));
             }
         }
     }
-    *rng = st;
+    for (int h = 0; h < RNGS; h++) rng[h] = st[h];
 }
 
 static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, const Quantile *q, Rng *rng,
@@ -422,7 +640,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
     const int n = p->n, wb = p->wb, bits = p->bits, nc = p->nc, wide = p->wide;
     make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->xtb, sc->planes);
     const int two_step = p->den[0] > 0.0f;
-    __m512i pl[MAX_PLANES];
+    Plane pl[MAX_PLANES];
     for (int col = 0; col < n; col++) {
         memset(sc->acc, 0, LANES * sizeof(double));
         memset(sc->acc_exact, 0, LANES * sizeof(double));
@@ -435,15 +653,19 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                 const int32_t *list = p->lists + p->offsets[qi];
                 int64_t len = p->offsets[qi + 1] - p->offsets[qi];
                 for (int t = 0; t < bits; t++) {
-                    if (wide) {
-                        count_list9((const char *)(sc->planes + t), list, len, pl);
-                        planes_to_counts9(pl, (uint16_t *)sc->cnt + t * LANES);
-                    } else {
-                        count_list8((const char *)(sc->planes + t), list, len, pl);
-                        planes_to_counts8(pl, sc->cnt + t * LANES);
+                    const char *base = (const char *)(sc->planes + t);
+                    for (int h = 0; h < PCHUNKS; h++) {
+                        if (wide)
+                            count_list9(base + h * sizeof(vp), list, len, (vp *)pl + h);
+                        else
+                            count_list8(base + h * sizeof(vp), list, len, (vp *)pl + h);
                     }
+                    if (wide)
+                        planes_to_counts9(pl, (uint16_t *)sc->cnt + t * LANES);
+                    else
+                        planes_to_counts8(pl, sc->cnt + t * LANES);
                 }
-                const __m512 w = _mm512_set1_ps(p->wts[i]);
+                const vf w = vf_set1(p->wts[i]);
                 for (int j = 0; j < nc; j++) {
                     int kind = p->kinds[j * wb + i];
                     int shift = (int)p->cyc[2 * j], width = (int)p->cyc[2 * j + 1];
@@ -460,16 +682,14 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                 }
             }
             for (int j = 0; j < nc; j++) {
-                const __m512d l0 = _mm512_set1_pd(p->lev[2 * j]), l1 = _mm512_set1_pd(p->lev[2 * j + 1]);
+                const vd l0 = vd_set1(p->lev[2 * j]), l1 = vd_set1(p->lev[2 * j + 1]);
                 const float *codes = sc->codes + j * LANES, *exact = sc->exact + j * LANES;
-                for (int v = 0; v < LANES / 8; v++) {
-                    __m512d a = _mm512_loadu_pd(sc->acc + 8 * v);
-                    __m512d cd = _mm512_cvtps_pd(_mm256_loadu_ps(codes + 8 * v));
-                    _mm512_storeu_pd(sc->acc + 8 * v, _mm512_add_pd(a, _mm512_mul_pd(cd, l0)));
+                for (int v = 0; v < LANES / DW; v++) {
+                    vd a = vd_loadu(sc->acc + DW * v);
+                    vd_storeu(sc->acc + DW * v, vd_add(a, vd_mul(vd_of_floats(codes + DW * v), l0)));
                     if (any_exact_all) {
-                        __m512d e = _mm512_loadu_pd(sc->acc_exact + 8 * v);
-                        __m512d ed = _mm512_cvtps_pd(_mm256_loadu_ps(exact + 8 * v));
-                        _mm512_storeu_pd(sc->acc_exact + 8 * v, _mm512_add_pd(e, _mm512_mul_pd(ed, l1)));
+                        vd e = vd_loadu(sc->acc_exact + DW * v);
+                        vd_storeu(sc->acc_exact + DW * v, vd_add(e, vd_mul(vd_of_floats(exact + DW * v), l1)));
                     }
                 }
             }
@@ -488,7 +708,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
 int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t block_hi, uint64_t stream0,
                   const Params *p, float *out, int64_t ldo) {
     Scratch sc;
-    size_t planes_bytes = (size_t)(p->kp + 1) * p->bits * 64;
+    size_t planes_bytes = (size_t)(p->kp + 1) * p->bits * sizeof(Plane);
     sc.planes = aligned_alloc(64, planes_bytes);
     sc.xtb = aligned_alloc(64, (size_t)(p->kp + 64) * LANES);
     sc.cnt = aligned_alloc(64, (size_t)MAX_BITS * LANES * sizeof(uint16_t));
@@ -504,11 +724,11 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
         Quantile q;
         quantile_init(&q, p->coef);
         for (int64_t b = block_lo; b < block_hi; b++) {
-            Rng rng;
-            rng_seed(&rng, p->key, stream0 + (uint64_t)b);
+            Rng rng[RNGS];
+            rng_seed(rng, p->key, stream0 + (uint64_t)b);
             int64_t row = b * LANES;
             int64_t valid = rows - row < LANES ? rows - row : LANES;
-            run_block(x + row * p->ldx, valid, p, &q, &rng, &sc, out + row * ldo, ldo);
+            run_block(x + row * p->ldx, valid, p, &q, rng, &sc, out + row * ldo, ldo);
         }
     }
     free(sc.planes);
@@ -521,17 +741,20 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     return status;
 }
 
+/* the vector width of this build (16 for AVX-512, 8 for AVX2), for the host's record */
+int cim_lanes(void) { return W; }
+
 /* the quantiles of n uniforms (n a multiple of 16), for tests: the same bits as core_kernels.quantiles */
 void cim_quantiles(const uint32_t *u, int64_t n, const float *coef, float *out) {
     Quantile q;
     quantile_init(&q, coef);
-    for (int64_t k = 0; k < n; k += 16)
-        _mm512_storeu_ps(out + k, quantile(&q, _mm512_loadu_si512(u + k)));
+    for (int64_t k = 0; k < n; k += W) vf_storeu(out + k, quantile(&q, vi_loadu(u + k)));
 }
 
 /* n uniforms of one block's stream, for tests of the generator (n a multiple of 16) */
 void cim_uniforms(uint64_t key, uint64_t stream, int64_t n, uint32_t *out) {
-    Rng r;
-    rng_seed(&r, key, stream);
-    for (int64_t k = 0; k < n; k += 16) _mm512_storeu_si512(out + k, rng_next(&r));
+    Rng r[RNGS];
+    rng_seed(r, key, stream);
+    for (int64_t k = 0; k < n; k += 16)
+        for (int h = 0; h < RNGS; h++) vi_storeu(out + k + W * h, rng_next(&r[h]));
 }

@@ -1,13 +1,16 @@
-"""Host side of the bit-sliced AVX-512 kernel (``core_bitsliced.c``): build, load, dispatch.
+"""Host side of the bit-sliced kernel (``core_bitsliced.c``): build, load, dispatch.
 
 The kernel counts column sums lane by lane across 512 rows at once (carry-save adders on bit
 planes, see the C file's header) and runs the ADC epilogue of ``core_kernels`` in 16-lane
-vectors. It is an optional fast path of ``core_fused``: compiled on first use with the system C
-compiler (``$CC``, else ``cc``; about a second) into a per-user cache (``$CIM_DSE_CACHE``, else
-``$XDG_CACHE_HOME/cim-dse`` or ``~/.cache/cim-dse``), keyed by the source, flags and compiler, and
-loaded with ctypes. Without a compiler, on a CPU without AVX-512 (torch's capability string), or
-for a configuration it does not cover (:func:`covers`: votes, the nonlinear noise term, Box-Muller
-noise, more than 8 input bits or 511 rows), the numba kernels run instead (the torch path without numba).
+(AVX-512) or 8-lane (AVX2 + FMA) vectors; one source, built for the best of the two that torch's
+capability string reports (``CIM_DSE_BITSLICED_ISA=avx2`` builds the AVX2 one on an AVX-512 CPU;
+both compute the same bits). It is an optional fast path of ``core_fused``: compiled on first use
+with the system C compiler (``$CC``, else ``cc``; about a second) into a per-user cache
+(``$CIM_DSE_CACHE``, else ``$XDG_CACHE_HOME/cim-dse`` or ``~/.cache/cim-dse``), keyed by the
+source, flags and compiler, and loaded with ctypes. Without a compiler, on a CPU with neither
+(not x86-64), or for a configuration it does not cover (:func:`covers`: votes, the nonlinear noise
+term, Box-Muller noise, more than 8 input bits or 511 rows), the numba kernels run instead (the
+torch path without numba).
 
 Noise-free results equal the numba kernels' bit for bit. Noisy codes have the same exact
 distribution (inverse-CDF sampling of one 32-bit uniform, exact to 2^-32) from another generator:
@@ -44,8 +47,9 @@ if TYPE_CHECKING:
     from dse.accuracy.core_fused import Tables
 
 SOURCE = Path(__file__).with_suffix(".c")
-FLAGS = ("-O2", "-std=c11", "-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-ffp-contract=off",
-         "-fno-math-errno", "-fPIC", "-shared")
+FLAGS = ("-O2", "-std=c11", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared")
+ISA_FLAGS = {"avx512": ("-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl"), "avx2": ("-mavx2", "-mfma")}
+"""Target flags of each build; the source picks its vector layer from the compiler's target macros."""
 LANES = 512
 MIN_ROWS = 2 * LANES
 """Fewest rows of M per batch element for which ``auto`` takes this kernel over numba's (measured: at one block
@@ -87,23 +91,34 @@ def _compiler() -> str | None:
     return shutil.which(cc) or shutil.which("gcc")
 
 
-def _avx512() -> bool:
-    return platform.machine().lower() in ("x86_64", "amd64") and torch.backends.cpu.get_cpu_capability() == "AVX512"
+def isa() -> str | None:
+    """The vector extension the kernel is built for here: "avx512", "avx2" or None (no x86-64 with AVX2 + FMA).
+
+    torch's capability string says what the CPU (and OS) support; its "AVX2" level includes FMA.
+    ``CIM_DSE_BITSLICED_ISA=avx2`` asks for the AVX2 build where AVX-512 is present (tests, comparisons)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    have = {"AVX512": "avx512", "AVX2": "avx2"}.get(torch.backends.cpu.get_cpu_capability())
+    if have == "avx512" and os.environ.get("CIM_DSE_BITSLICED_ISA", "").lower() == "avx2":
+        return "avx2"
+    return have
 
 
-def build(cc: str, folder: Path) -> Path:
-    """Compile the kernel with ``cc`` into ``folder`` (once per source, flags and compiler) and return the library.
+def build(cc: str, folder: Path, target: str = "avx512") -> Path:
+    """Compile the kernel for ``target`` (a key of :data:`ISA_FLAGS`) with ``cc`` into ``folder`` (once per
+    source, flags and compiler) and return the library.
 
     Raises OSError or subprocess.SubprocessError when the compiler fails."""
+    flags = (*FLAGS, *ISA_FLAGS[target])
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
-    tag = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + version.encode()).hexdigest()[:16]
+    tag = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + version.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    lib = folder / f"core_bitsliced-{tag}.so"
+    lib = folder / f"core_bitsliced-{target}-{tag}.so"
     if not lib.exists():
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
         os.close(fd)
         try:
-            subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE), "-lm"], check=True, capture_output=True, timeout=300)
+            subprocess.run([cc, *flags, "-o", tmp, str(SOURCE), "-lm"], check=True, capture_output=True, timeout=300)
             os.replace(tmp, lib)  # atomic: a concurrent build or reader sees a whole file
         finally:
             if os.path.exists(tmp):
@@ -120,16 +135,28 @@ def _prune(folder: Path, keep: Path) -> None:
             old.unlink()
 
 
+def library(target: str | None = None) -> ctypes.CDLL | None:
+    """The compiled kernel for ``target`` (default: :func:`isa`), built into :func:`cache_dir` on first use and
+    loaded once per process; None where it cannot run."""
+    return _library(target or isa())
+
+
+def forget() -> None:
+    """Drop the loaded kernels, so the next :func:`library` looks again (tests: compiler or CPU changed)."""
+    _library.cache_clear()
+
+
 @cache
-def library() -> ctypes.CDLL | None:
-    """The compiled kernel (built into :func:`cache_dir` on first use), or None where it cannot run."""
+def _library(target: str | None) -> ctypes.CDLL | None:
     cc = _compiler()
-    if not _avx512() or cc is None or not SOURCE.exists():
+    if target is None or cc is None or not SOURCE.exists():
         return None
     try:
-        dll = ctypes.CDLL(str(build(cc, cache_dir())))
+        dll = ctypes.CDLL(str(build(cc, cache_dir(), target)))
     except (OSError, subprocess.SubprocessError):
         return None
+    dll.cim_lanes.restype = ctypes.c_int
+    dll.cim_lanes.argtypes = []
     dll.cim_bitsliced.restype = ctypes.c_int
     dll.cim_bitsliced.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint64,
                                   ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_int64]

@@ -6,10 +6,11 @@ element: the ADC epilogue (scale, noise, clamp, round, votes, hybrid cycles, shi
 groups) runs on an L1-sized scratch, and only the (M, N) output reaches memory. Column sums come
 from one of three kernels:
 
-- ``"bitsliced"`` (``core_bitsliced``, C with AVX-512, built on first use by the system compiler):
-  lane-wise carry-save counting of bit planes taken across 512 rows at once, then the epilogue in
-  16-lane vectors; it covers every configuration but votes, the nonlinear noise term, Box-Muller
-  noise, more than 8 input bits or 511 rows per group, which go to ``"popcount"``;
+- ``"bitsliced"`` (``core_bitsliced``, C with AVX-512 or AVX2, built on first use by the system
+  compiler): lane-wise carry-save counting of bit planes taken across 512 rows at once, then the
+  epilogue in 16- or 8-lane vectors (both builds give the same bits); it covers every
+  configuration but votes, the nonlinear noise term, Box-Muller noise, more than 8 input bits or 511
+  rows per group, which go to ``"popcount"``;
 - ``"popcount"`` (numba, ``core_kernels``): AND + popcount of packed bit planes in the same kernel;
 - ``"gemm"`` (numba): the torch bit-plane GEMM's packed sums of one M-chunk, then the kernel.
 
@@ -19,7 +20,7 @@ kernel and dtype once per machine, then ~1 s to load).
 Which path runs (:func:`kernel_for`): environment variable ``CIM_DSE_KERNEL`` = ``auto`` (default),
 ``torch`` (always the torch epilogue), ``popcount``, ``gemm`` or ``bitsliced``; ``auto`` takes
 ``gemm`` on CPUs with AMX (bf16 GEMM far faster than popcounts), else ``bitsliced`` where it builds
-(x86-64 with AVX-512 and a C compiler) for products of at least ``core_bitsliced.MIN_ROWS`` rows per
+(x86-64 with AVX-512 or AVX2 + FMA, and a C compiler) for products of at least ``core_bitsliced.MIN_ROWS`` rows per
 batch element, else ``popcount``, and the torch path for CUDA tensors or when neither native code nor
 numba is available. ``bitsliced`` asked for by name runs at any size.
 
