@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import dse.accuracy.core as core
 import dse.accuracy.core_planes as planes
 from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.core import CimConfig, Cycle, cim_matmul, input_cycles, row_groups
@@ -102,6 +103,21 @@ def test_uint8_codes_and_a_wide_k_are_exact():
     x, w = codes((40, 4608), 8, False, gen), weights((4608, 9), 8, gen)
     got = cim_matmul(x.to(torch.uint8), w.float(), CimConfig(rows=255, adc_bits=8))
     assert torch.equal(got, (x @ w).float())  # |result| < 2^24 here, so float32 holds it exactly
+
+
+@pytest.mark.parametrize("int8_fast", [False, True])
+def test_the_lossless_gemm_stays_exact_where_fp32_sums_would_round(int8_fast, monkeypatch):
+    """fp32 only while the weights bound every partial sum below 2^24; beyond that int8 (VNNI/AMX) or fp64."""
+    monkeypatch.setattr(core, "_int8_gemm_is_fast", lambda: int8_fast)
+    gen = torch.Generator().manual_seed(2)
+    x, w = codes((64, 4608), 8, False, gen), weights((4608, 9), 8, gen).abs()  # sums near 2^27
+    expected = (x @ w).float()  # int64, rounded once
+    assert not torch.equal(x.float() @ w.float(), expected)  # an fp32 GEMM rounds on the way: not vacuous
+    for xs in (x, x.to(torch.uint8), x.float()):
+        assert torch.equal(cim_matmul(xs, w.float(), CimConfig(rows=255, adc_bits=8)), expected)
+    small = w.clamp(max=3)  # sum |w| * 255 < 2^24: the fp32 GEMM, chunked
+    assert torch.equal(cim_matmul(x.to(torch.uint8), small.float(), CimConfig(rows=255, adc_bits=8)),
+                       (x @ small).float())
 
 
 def _configs(semantics: str):

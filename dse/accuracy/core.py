@@ -54,8 +54,9 @@ precision), or bf16 planes on CPUs with AMX while every sum is at most 256. The 
 on whole chunks, and the sums are reduced exactly (integers: fp32 below 2^24, fp64 across cycles and
 groups, one final division by L), so noise-free results do not depend on how M is chunked or
 batched. Noisy results depend on the generator's state and on the chunking (which numbers go where),
-their statistics on neither. A noise-free lossless configuration is one integer-exact GEMM (int8
-``torch._int_mm`` on CPU when the codes fit, fp32 or fp64 otherwise). The float32 result holds the
+their statistics on neither. A noise-free lossless configuration is one integer-exact GEMM (fp32
+when the weights bound every partial sum below 2^24, else int8 ``torch._int_mm`` on CPUs with VNNI or
+AMX when the codes fit, else fp64). The float32 result holds the
 exact value rounded once (exact integers below 2^24). Memory: a chunk's scratch is about
 ``core_planes.WORKSET_BYTES`` (at least ``MIN_CHUNK_ROWS`` rows of M) and never above
 ``memory_budget_bytes`` (except one row that alone exceeds it); weights, operands and output come on top.
@@ -79,7 +80,14 @@ import torch
 from torch import Tensor
 
 from dse.accuracy.core_fused import kernel_for, simulate_fused
-from dse.accuracy.core_planes import FP32_EXACT, check_integral, chunk_rows, matmul_precision_exact, simulate_planes
+from dse.accuracy.core_planes import (
+    FP32_EXACT,
+    MIN_CHUNK_ROWS,
+    check_integral,
+    chunk_rows,
+    matmul_precision_exact,
+    simulate_planes,
+)
 
 Semantics = Literal["default", "asim"]
 SEMANTICS: tuple[str, ...] = ("default", "asim")
@@ -325,18 +333,34 @@ def _code_ranges(c: CimConfig) -> tuple[int, int, int]:
     return 0, 2**c.input_bits - 1, 2 ** (c.weight_bits - 1)
 
 
+EXACT_CHUNK_BYTES = 4 * 2**20
+"""fp32/fp64 operand bytes of M per exact-GEMM chunk on CPU: about an L2 cache (measured on 2-vCPU VMs: chunks of
+1-2 k rows run the benchmark layer's GEMM 3x faster than one of 65 k rows, whose operand misses every cache)."""
+
+
+def _int8_gemm_is_fast() -> bool:
+    """``torch._int_mm`` has VNNI or AMX to run on (without them it is 10-40x slower than an fp32 GEMM)."""
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_vnni_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported",
+                                                                                lambda: False)())
+
+
 def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
-    """Exact integer ``x @ w`` as float32, one GEMM per M-chunk (int8 on CPU when the codes fit)."""
+    """Exact integer ``x @ w`` as float32, one GEMM per M-chunk: fp32 when no partial sum can reach 2^24, else
+    int8 on CPUs with VNNI or AMX when the codes fit, else fp64."""
     bt, m, k = x.shape
     n = w.shape[-1]
     out = torch.empty(bt, m, n, device=x.device)
     if k == 0:
         return out.zero_()
     xlo, xhi, wmax = _code_ranges(c)
+    xabs = max(abs(xlo), xhi)
+    # every partial sum of column n, in any order, is at most xabs * sum_k |w[k, n]| in magnitude
+    bound = xabs * float((w[:1] if w.stride(0) == 0 else w).abs().to(torch.float64).sum(-2).max())
+    fp32 = bound < FP32_EXACT and matmul_precision_exact(x.device)
     offset = 0 if xhi <= 127 else 128
-    bound = k * max(abs(xlo), xhi) * wmax
-    int8 = (x.device.type == "cpu" and bt == 1 and xlo - offset >= -128 and xhi - offset <= 127
-            and wmax <= 128 and k * 128 * 128 < 2**31 and bound < 2**31)
+    int8 = (not fp32 and x.device.type == "cpu" and bt == 1 and xlo - offset >= -128 and xhi - offset <= 127
+            and wmax <= 128 and k * 128 * 128 < 2**31 and _int8_gemm_is_fast())
     if int8:
         w8 = w[0].to(torch.int8).contiguous()
         shift = (w8.to(torch.int32).sum(0) * offset) if offset else None
@@ -350,6 +374,17 @@ def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
                 acc += shift
             out[0, s : s + rows] = acc
         return out
+    dtype = torch.float32 if fp32 else torch.float64
+    wd = w.to(dtype)
+    size = 4 if fp32 else 8
+    rows = chunk_rows(m, bt * (k + n) * size, c.memory_budget_bytes)
+    if x.device.type == "cpu":
+        rows = min(rows, max(MIN_CHUNK_ROWS, EXACT_CHUNK_BYTES // (bt * k * size)))
+    for s in range(0, m, rows):
+        xc = x[:, s : s + rows]
+        check_integral(xc)
+        out[:, s : s + rows] = torch.matmul(xc.to(dtype), wd)
+    return out
     dtype = torch.float32 if bound < FP32_EXACT and matmul_precision_exact(x.device) else torch.float64
     wd = w.to(dtype)
     rows = chunk_rows(m, bt * (k + n) * 8, c.memory_budget_bytes)
