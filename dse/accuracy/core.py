@@ -340,9 +340,8 @@ EXACT_CHUNK_BYTES = 4 * 2**20
 
 def _int8_gemm_is_fast() -> bool:
     """``torch._int_mm`` has VNNI or AMX to run on (without them it is 10-40x slower than an fp32 GEMM)."""
-    cpu = torch.cpu
-    return bool(getattr(cpu, "_is_vnni_supported", lambda: False)() or getattr(cpu, "_is_amx_tile_supported",
-                                                                                lambda: False)())
+    probes = ("_is_vnni_supported", "_is_amx_tile_supported")  # private torch.cpu helpers: absent in some versions
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
 def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
@@ -360,7 +359,7 @@ def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
     fp32 = bound < FP32_EXACT and matmul_precision_exact(x.device)
     offset = 0 if xhi <= 127 else 128
     int8 = (not fp32 and x.device.type == "cpu" and bt == 1 and xlo - offset >= -128 and xhi - offset <= 127
-            and wmax <= 128 and k * 128 * 128 < 2**31 and _int8_gemm_is_fast())
+            and wmax <= 128 and k * 128 * 128 < 2**31 and bound < 2**31 and _int8_gemm_is_fast())
     if int8:
         w8 = w[0].to(torch.int8).contiguous()
         shift = (w8.to(torch.int32).sum(0) * offset) if offset else None
@@ -380,14 +379,6 @@ def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
     rows = chunk_rows(m, bt * (k + n) * size, c.memory_budget_bytes)
     if x.device.type == "cpu":
         rows = min(rows, max(MIN_CHUNK_ROWS, EXACT_CHUNK_BYTES // (bt * k * size)))
-    for s in range(0, m, rows):
-        xc = x[:, s : s + rows]
-        check_integral(xc)
-        out[:, s : s + rows] = torch.matmul(xc.to(dtype), wd)
-    return out
-    dtype = torch.float32 if bound < FP32_EXACT and matmul_precision_exact(x.device) else torch.float64
-    wd = w.to(dtype)
-    rows = chunk_rows(m, bt * (k + n) * 8, c.memory_budget_bytes)
     for s in range(0, m, rows):
         xc = x[:, s : s + rows]
         check_integral(xc)
