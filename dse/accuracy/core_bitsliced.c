@@ -351,39 +351,84 @@ static double exact_code(uint32_t uv, double u, double std, double guess, double
 /* ------------------------------------------------------------------------------------------- */
 /* column sums */
 
+/* Bit planes of 64 (AVX2: 32) rows x 16 columns of codes: vector i holds row i of each 16-row tile (16 bytes from
+   each row pointer) in its 128-bit lanes; four rounds of byte interleaves within the lanes transpose every tile,
+   so that vector j then holds column j of all the rows, and each bit t of its bytes is one word of plane (j, t). */
+static const uint8_t zero_row[16];
+
+/* 16 codes of row i from column k0 (the rows past the block's valid ones are zero_row) */
+static inline __m128i row_codes(const uint8_t *const *row, int i, int64_t k0) {
+    return _mm_loadu_si128((const __m128i *)(row[i] == zero_row ? zero_row : row[i] + k0));
+}
+
+#if ISA_AVX512
+#define TILE_ROWS 64
+typedef __m512i Tile;
+static inline Tile tile_load(const uint8_t *const row[TILE_ROWS], int i, int64_t k0) {
+    Tile v = _mm512_castsi128_si512(row_codes(row, i, k0));
+    v = _mm512_inserti32x4(v, row_codes(row, i + 16, k0), 1);
+    v = _mm512_inserti32x4(v, row_codes(row, i + 32, k0), 2);
+    return _mm512_inserti32x4(v, row_codes(row, i + 48, k0), 3);
+}
+#define tile_lo _mm512_unpacklo_epi8
+#define tile_hi _mm512_unpackhi_epi8
+typedef uint64_t TileWord;
+/* bit p of the result: bit t of byte p */
+static inline TileWord tile_bits(Tile v, int t) { return _mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << t))); }
+#else
+#define TILE_ROWS 32
+typedef __m256i Tile;
+static inline Tile tile_load(const uint8_t *const row[TILE_ROWS], int i, int64_t k0) {
+    return _mm256_set_m128i(row_codes(row, i + 16, k0), row_codes(row, i, k0));
+}
+#define tile_lo _mm256_unpacklo_epi8
+#define tile_hi _mm256_unpackhi_epi8
+typedef uint32_t TileWord;
+/* bit t of each byte to its sign bit (a 16-bit shift keeps the bytes apart) */
+static inline TileWord tile_bits(Tile v, int t) { return (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(v, 7 - t)); }
+#endif
+#define TILE_WORDS (LANES / TILE_ROWS)  /* words of TileWord per plane */
+
 /* the codes of rows [0, valid) of a block (x: rows of ldk bytes, kp used) -> planes (kp + 1) x bits x 512 bits:
-   bit p of plane (k, t) is bit t of x[p, k]; plane kp and rows from valid on are zero. xtb: kp x 512 scratch */
-STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t valid, int bits, uint8_t *xtb,
-                              Plane *planes) {
-    for (int64_t k0 = 0; k0 < kp; k0 += 64) {
-        int64_t kn = kp - k0 < 64 ? kp - k0 : 64;
-        for (int64_t r = 0; r < LANES; r++) {
-            uint8_t *dst = xtb + k0 * LANES + r;
-            if (r < valid) {
-                const uint8_t *src = x + r * ldk + k0;
-                for (int64_t k = 0; k < kn; k++) dst[k * LANES] = src[k];
-            } else {
-                for (int64_t k = 0; k < kn; k++) dst[k * LANES] = 0;
+   bit p of plane (k, t) is bit t of x[p, k]; plane kp and rows from valid on are zero */
+STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t valid, int bits, Plane *planes) {
+    const int64_t kfull = kp / 16 * 16;
+    TileWord *words = (TileWord *)planes;  /* word c of plane (k, t): words[(k * bits + t) * TILE_WORDS + c] */
+    const uint8_t *row[LANES];
+    for (int64_t r = 0; r < LANES; r++) row[r] = r < valid ? x + r * ldk : zero_row;
+    for (int64_t k0 = 0; k0 < kfull; k0 += 16) {  /* all words of 16 planes in turn */
+        for (int c = 0; c < TILE_WORDS; c++) {
+            const uint8_t *const *rc = row + c * TILE_ROWS;
+            Tile a[16], b[16];
+            _Pragma("GCC unroll 16")
+            for (int i = 0; i < 16; i++) a[i] = tile_load(rc, i, k0);
+            _Pragma("GCC unroll 4")
+            for (int round = 0; round < 4; round++) {
+                _Pragma("GCC unroll 8")
+                for (int i = 0; i < 8; i++) {
+                    b[2 * i] = tile_lo(a[i], a[i + 8]);
+                    b[2 * i + 1] = tile_hi(a[i], a[i + 8]);
+                }
+                _Pragma("GCC unroll 16")
+                for (int i = 0; i < 16; i++) a[i] = b[i];
             }
+            TileWord *w = words + k0 * bits * TILE_WORDS + c;
+            _Pragma("GCC unroll 16")
+            for (int j = 0; j < 16; j++)
+                for (int t = 0; t < bits; t++) w[(j * bits + t) * TILE_WORDS] = tile_bits(a[j], t);
         }
     }
-    for (int64_t k = 0; k < kp; k++) {
-        const uint8_t *src = xtb + k * LANES;
-#if ISA_AVX512
-        uint64_t *dst = (uint64_t *)(planes + k * bits);
-        for (int c = 0; c < WORDS; c++) {
-            __m512i v = _mm512_loadu_si512(src + 64 * c);
-            for (int t = 0; t < bits; t++)
-                dst[t * WORDS + c] = _mm512_test_epi8_mask(v, _mm512_set1_epi8((char)(1 << t)));
+    for (int64_t k = kfull; k < kp; k++) {  /* the last columns, byte by byte */
+        for (int c = 0; c < TILE_WORDS; c++) {
+            uint8_t col[TILE_ROWS] __attribute__((aligned(64)));
+            for (int i = 0; i < TILE_ROWS; i++) {
+                const uint8_t *r = row[c * TILE_ROWS + i];
+                col[i] = r == zero_row ? 0 : r[k];
+            }
+            Tile v;
+            memcpy(&v, col, sizeof v);
+            for (int t = 0; t < bits; t++) words[(k * bits + t) * TILE_WORDS + c] = tile_bits(v, t);
         }
-#else
-        uint32_t *dst = (uint32_t *)(planes + k * bits);
-        for (int c = 0; c < 2 * WORDS; c++) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(src + 32 * c));
-            for (int t = 0; t < bits; t++)  /* bit t of each byte to its sign bit (a 16-bit shift keeps bytes apart) */
-                dst[t * 2 * WORDS + c] = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(v, 7 - t));
-        }
-#endif
     }
     memset(planes + kp * bits, 0, (size_t)bits * sizeof(Plane));
 }
@@ -501,7 +546,6 @@ STAGE static void planes_to_counts9(const Plane *pl, uint16_t *cnt) {
 
 typedef struct {
     Plane *planes;                   /* (kp + 1) x bits */
-    uint8_t *xtb;                    /* kp x 512: the block's codes, transposed */
     uint8_t *cnt;                    /* bits x 512 counts: uint8, or uint16 when wide */
     float *codes;                    /* nc x 512 */
     float *exact;                    /* nc x 512 */
@@ -638,7 +682,7 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
 static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, const Quantile *q, Rng *rng,
                       Scratch *sc, float *out, int64_t ldo) {
     const int n = p->n, wb = p->wb, bits = p->bits, nc = p->nc, wide = p->wide;
-    make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->xtb, sc->planes);
+    make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->planes);
     const int two_step = p->den[0] > 0.0f;
     Plane pl[MAX_PLANES];
     for (int col = 0; col < n; col++) {
@@ -710,14 +754,13 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     Scratch sc;
     size_t planes_bytes = (size_t)(p->kp + 1) * p->bits * sizeof(Plane);
     sc.planes = aligned_alloc(64, planes_bytes);
-    sc.xtb = aligned_alloc(64, (size_t)(p->kp + 64) * LANES);
     sc.cnt = aligned_alloc(64, (size_t)MAX_BITS * LANES * sizeof(uint16_t));
     sc.codes = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.exact = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.acc = aligned_alloc(64, LANES * sizeof(double));
     sc.acc_exact = aligned_alloc(64, LANES * sizeof(double));
     int status = 0;
-    if (!sc.planes || !sc.xtb || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || p->nc > MAX_CYCLES
+    if (!sc.planes || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || p->nc > MAX_CYCLES
         || p->bits > MAX_BITS) {
         status = -1;
     } else {
@@ -732,7 +775,6 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
         }
     }
     free(sc.planes);
-    free(sc.xtb);
     free(sc.cnt);
     free(sc.codes);
     free(sc.exact);
