@@ -40,7 +40,9 @@
 #define MAX_PLANES 9       /* count bits: column sums up to 511 */
 #define MAX_BITS 8         /* input bits (codes are bytes) */
 #define MAX_CYCLES 8
-#define DEG 6              /* quantile polynomial degree (core_fused.QUANTILE_DEGREE) */
+#ifndef DEG               /* quantile polynomial degree: core_fused.QUANTILE_DEGREE, from the build's -DDEG */
+#error "build with -DDEG=<core_fused.QUANTILE_DEGREE>"
+#endif
 
 #ifdef PROFILE  /* -DPROFILE: the stages stay separate functions, so perf can tell them apart */
 #define STAGE __attribute__((noinline))
@@ -326,7 +328,7 @@ static inline vf quantile_folded(const Quantile *q, vi u, vi qi, int mode) {
     vf x = vf_fma(m, vf_set1(2.0f), vf_set1(-3.0f));
     vi top = vi_sub(octave, vi_set1(16));
     vf t = coefficient(q, DEG, octave, top, mode);
-    _Pragma("GCC unroll 6")
+    _Pragma("GCC unroll 8")
     for (int k = DEG - 1; k >= 0; k--) t = vf_fma(t, x, coefficient(q, k, octave, top, mode));
     vi sign = vi_andnot(u, vi_set1((int)0x80000000u));
     return vf_cast(vi_xor(vi_cast(t), sign));

@@ -109,7 +109,9 @@ def build(cc: str, folder: Path, target: str = "avx512") -> Path:
     source, flags and compiler) and return the library.
 
     Raises OSError or subprocess.SubprocessError when the compiler fails."""
-    flags = (*FLAGS, *ISA_FLAGS[target])
+    from dse.accuracy.core_fused import QUANTILE_DEGREE
+
+    flags = (*FLAGS, *ISA_FLAGS[target], f"-DDEG={QUANTILE_DEGREE}")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
     tag = hashlib.sha256(SOURCE.read_bytes() + " ".join(flags).encode() + version.encode()).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,14 @@ from numba.extending import intrinsic
 
 from dse.accuracy.core_fused import QUANTILE_DEGREE
 
+DEGREE = 4
+"""The quantile degree compiled into these kernels, written here and not only imported: numba's on-disk cache is
+invalidated by changes to this file alone, so a new ``core_fused.QUANTILE_DEGREE`` must come with an edit here
+(checked below), or cached kernels would read a table of another shape."""
+if DEGREE != QUANTILE_DEGREE:
+    raise ImportError(f"core_kernels.DEGREE = {DEGREE} but core_fused.QUANTILE_DEGREE = {QUANTILE_DEGREE}: "
+                      "set both (numba's cache follows this file)")
+
 # ----------------------------------------------------------------------------------------------
 # LLVM intrinsics numba does not expose
 
@@ -201,7 +209,7 @@ def _splat(value, t, lanes: int = _LANES):  # type: ignore[no-untyped-def]
 class _Quantile:
     """LLVM IR of z = Phi^-1((U + 1/2) / 2^32) for 16 uint32 uniforms U at once, to QUANTILE_ERROR.
 
-    z = -+t, t a degree-QUANTILE_DEGREE polynomial (coef, ``core_fused.quantile_table``) in the
+    z = -+t, t a degree-DEGREE polynomial (coef, ``core_fused.quantile_table``) in the
     mantissa of p = (q + 1/2) / 2^32, q = min(U, 2^32 - 1 - U), one polynomial per binary octave
     of p (32 octaves, down to 2^-33). With AVX-512 the coefficients of the top 16 octaves
     (p >= 2^-17) sit in registers and a lane's come from vpermps: this LLVM emits no gathers for
@@ -217,7 +225,7 @@ class _Quantile:
         self.fmin = cgutils.get_or_insert_function(mod, ir.FunctionType(_VF, [_VF] * 2), "llvm.minnum.v16f32")
         self.any = cgutils.get_or_insert_function(
             mod, ir.FunctionType(ir.IntType(1), [ir.VectorType(ir.IntType(1), _LANES)]), "llvm.vector.reduce.or.v16i1")
-        self.rows = [builder.gep(coef, [ir.Constant(i64, 32 * k)]) for k in range(QUANTILE_DEGREE + 1)]
+        self.rows = [builder.gep(coef, [ir.Constant(i64, 32 * k)]) for k in range(DEGREE + 1)]
         self.permute = _has_avx512(context) if permute is None else permute
         if self.permute:  # octaves 16 .. 31 of every coefficient, loaded once before the caller's loop
             self.perm = cgutils.get_or_insert_function(mod, ir.FunctionType(_VF, [_VF, _VI]),
@@ -237,8 +245,8 @@ class _Quantile:
 
     def _poly(self, x, coefficient):  # type: ignore[no-untyped-def]
         """Horner's scheme with FMAs (Estrin's measured no faster and less accurate)."""
-        t = coefficient(QUANTILE_DEGREE)
-        for k in range(QUANTILE_DEGREE - 1, -1, -1):
+        t = coefficient(DEGREE)
+        for k in range(DEGREE - 1, -1, -1):
             t = self.b.call(self.fma, [t, x, coefficient(k)])
         return t
 
