@@ -441,6 +441,15 @@ def test_kernel_choice(monkeypatch):
     assert torch.equal(cim_matmul(x, w, config), reference(x, w, config).float())
 
 
+def test_numba_kernels_import_where_numba_is_installed():
+    """kernels() turns any import failure into "no numba"; a quantile degree out of step would hide that way."""
+    pytest.importorskip("numba")
+    from dse.accuracy import core_kernels
+
+    assert core_kernels.DEGREE == core_fused.QUANTILE_DEGREE
+    assert core_fused.quantile_table().shape == (core_fused.QUANTILE_DEGREE + 1, 32)
+
+
 # ----------------------------------------------------------------------------------------------
 # voting
 
