@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.convert import config_from_macro, convert
 from dse.accuracy.core import CimConfig
 from dse.accuracy.layers import CimConv2d, CimLinear, CimMatMul, cim_layers, set_generator, set_mode
@@ -113,6 +114,68 @@ def test_conv_rows_are_grouped_by_whole_kernels() -> None:
     parts = [cim_matmul(cols[:, s:e], w[s:e], config) for s, e in ((0, 27), (27, 54), (54, 63))]
     want = sum(parts).reshape(2, 25, 4).permute(0, 2, 1).reshape(2, 4, 5, 5) * layer.act.step() * w_step
     assert torch.allclose(got, want, atol=1e-5)
+
+
+BYTE_PATH_KERNELS = ["torch", "popcount", *(["bitsliced"] if core_bitsliced.library() is not None else [])]
+
+
+@pytest.mark.parametrize("kernel", BYTE_PATH_KERNELS)
+@pytest.mark.parametrize("kwargs, rows, signed", [
+    (dict(in_channels=7, out_channels=4, kernel_size=3, padding=1), 32, False),  # groups of 3 kernels, padded
+    (dict(in_channels=7, out_channels=4, kernel_size=3, padding=1), 32, True),  # signed (int8) codes
+    (dict(in_channels=20, out_channels=6, kernel_size=3, stride=2, dilation=2), 27, False),  # 3 kernels fill 27
+    (dict(in_channels=3, out_channels=5, kernel_size=3, padding=2), 32, False),  # one group
+    (dict(in_channels=12, out_channels=6, kernel_size=(1, 3), padding="same", groups=3), 4, True),
+    (dict(in_channels=8, out_channels=8, kernel_size=3, padding=1, groups=8), 16, False),  # depthwise
+])
+def test_byte_code_conv_path_equals_the_unfold_path(kernel, kwargs, rows, signed, monkeypatch) -> None:
+    """The channels-last byte layout reorders rows only within a conversion: same outputs bit for bit, with a
+    lossy ADC, hybrid cycles and seeded noise, on every kernel."""
+    monkeypatch.setenv(core_fused.ENV, kernel)
+    torch.manual_seed(2)
+    conv = nn.Conv2d(**kwargs)
+    c_in = kwargs["in_channels"]
+    config = CimConfig(rows=rows, adc_bits=4, input_bits_per_cycle=2, hybrid_levels=2, noise_sigma_pct=1.0)
+    calib = torch.randn(4, c_in, 9, 8) if signed else torch.rand(4, c_in, 9, 8)
+    layer = _calibrated(CimConv2d(conv, config), calib)
+    layer.mode = "simulate"
+    assert layer.act.signed == signed
+    x = (torch.randn if signed else torch.rand)(4, c_in, 9, 8)
+    with torch.no_grad():
+        x_codes, pad = layer._padding(layer.act.codes(x))
+        w_codes, _ = layer._weight_codes()
+        out_hw = [(x_codes.shape[2 + i] + 2 * pad[i] - layer.dilation[i] * (layer.kernel_size[i] - 1) - 1)
+                  // layer.stride[i] + 1 for i in range(2)]
+        shape = (4, kwargs["out_channels"], *out_hw)
+        config = layer._config()
+        runs = []
+        for path in ("bytes", "unfold"):
+            layer.generator = torch.Generator().manual_seed(9)
+            if path == "bytes":
+                runs.append(layer._simulate_bytes(x_codes, w_codes, pad, shape, config))
+            else:
+                runs.append(layer._simulate_unfold(x_codes, w_codes, pad, shape))
+    assert torch.equal(runs[0], runs[1])
+    layer.generator = None
+    with torch.no_grad():
+        assert not torch.equal(runs[0], layer._simulate_bytes(x_codes, w_codes, pad, shape, config))  # noise
+
+
+def test_conv_takes_the_unfold_path_for_wide_codes_and_big_kernels(monkeypatch) -> None:
+    """Inputs above 8 bits, or a kernel larger than a conversion (rows split inside kernels, where the row order
+    matters), keep the unfold path; so do non-integer or out-of-range codes (cim_matmul reports them)."""
+    calls = []
+    monkeypatch.setattr(CimConv2d, "_simulate_bytes", lambda *a, **k: calls.append(a) or None)
+    torch.manual_seed(3)
+    for config, kernel in ((CimConfig(rows=32, input_bits=10, adc_bits=5), 3), (CimConfig(rows=8, adc_bits=5), 3)):
+        layer = _calibrated(CimConv2d(nn.Conv2d(3, 2, kernel, padding=1), config), torch.rand(2, 3, 5, 5))
+        layer.mode = "simulate"
+        with torch.no_grad():
+            assert layer(torch.rand(2, 3, 5, 5)).shape == (2, 2, 5, 5)
+    assert calls == []
+    layer.act.codes = lambda x: torch.full_like(x, 0.5)
+    with pytest.raises(ValueError, match="integer codes"), torch.no_grad():
+        layer(torch.rand(2, 3, 5, 5))
 
 
 def test_linear_and_matmul_lossless_simulation_is_exact() -> None:

