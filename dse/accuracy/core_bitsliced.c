@@ -6,7 +6,8 @@
    One call handles blocks of 512 consecutive rows (pixels) of one batch element. Per block:
 
    1. The input codes are turned into bit planes *across rows*: plane (k, t) is one 512-bit vector
-      whose bit p is bit t of x[p, k] (vptestmb, 64 rows per instruction; AVX2: a shift and vpmovmskb per 32).
+      whose bit p is bit t of x[p, k] (16 x 16 byte transposes in registers, then vptestmb, 64 rows per
+      instruction; AVX2: a shift and vpmovmskb per 32).
    2. A column sum of conversion (group g, weight bit i, input bit t, column n) is the number of
       ones, lane by lane, in the planes (k, t) of the rows k of group g whose weight bit i in
       column n is 1. The weights are fixed, so those rows are a list made once per call; the
@@ -353,9 +354,6 @@ static double exact_code(uint32_t uv, double u, double std, double guess, double
 /* ------------------------------------------------------------------------------------------- */
 /* column sums */
 
-/* Bit planes of 64 (AVX2: 32) rows x 16 columns of codes: vector i holds row i of each 16-row tile (16 bytes from
-   each row pointer) in its 128-bit lanes; four rounds of byte interleaves within the lanes transpose every tile,
-   so that vector j then holds column j of all the rows, and each bit t of its bytes is one word of plane (j, t). */
 static const uint8_t zero_row[16];
 
 /* 16 codes of row i from column k0 (the rows past the block's valid ones are zero_row) */
@@ -363,6 +361,9 @@ static inline __m128i row_codes(const uint8_t *const *row, int i, int64_t k0) {
     return _mm_loadu_si128((const __m128i *)(row[i] == zero_row ? zero_row : row[i] + k0));
 }
 
+/* Bit planes of 64 (AVX2: 32) rows x 16 columns of codes: vector i holds row i of each 16-row tile (16 bytes from
+   each row pointer) in its 128-bit lanes; four rounds of byte interleaves within the lanes transpose every tile,
+   so that vector j then holds column j of all the rows, and each bit t of its bytes is one word of plane (j, t). */
 #if ISA_AVX512
 #define TILE_ROWS 64
 typedef __m512i Tile;
