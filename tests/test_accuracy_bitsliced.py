@@ -83,6 +83,28 @@ def test_configurations_it_does_not_cover_run_the_numba_kernel(monkeypatch):
     assert torch.equal(run("bitsliced", x, w, config, monkeypatch), run("popcount", x, w, config, monkeypatch))
 
 
+@pytest.mark.parametrize("weight_bits, k, n, group_rows, keep", [(8, 300, 7, 128, 300), (3, 40, 5, 16, 36),
+                                                                 (12, 70, 3, 64, 70), (4, 10, 2, 64, 0)])
+def test_row_lists_hold_the_rows_of_each_weight_bit(weight_bits, k, n, group_rows, keep):
+    c = CimConfig(weight_bits=weight_bits, rows=group_rows, adc_bits=4)
+    groups = -(-k // group_rows)
+    gen = torch.Generator().manual_seed(weight_bits)
+    top = 2 ** (weight_bits - 1)
+    w = torch.randint(-top + 1, top, (k, n), generator=gen)
+    w[5 % k] = 0  # a row with no bits
+    lists, offsets = core_bitsliced.row_lists(w, c, group_rows, groups, keep, scale=3)
+    assert offsets[0] == 0 and offsets.size == groups * n * weight_bits + 1
+    bits = (w.to(torch.int64) & (2**weight_bits - 1)).numpy()
+    for g in range(groups):
+        for col in range(n):
+            for i in range(weight_bits):
+                q = (g * n + col) * weight_bits + i
+                got = lists[offsets[q] : offsets[q + 1]]
+                want = [3 * r for r in range(g * group_rows, min(keep, (g + 1) * group_rows)) if bits[r, col] >> i & 1]
+                assert got.size % 16 == 0 and got.size - len(want) < 16
+                assert got[: len(want)].tolist() == want and (got[len(want) :] == 3 * keep).all()
+
+
 def test_quantiles_are_the_numba_kernels_bits():
     rng = np.random.default_rng(1)
     middle = np.arange(2**15, 2**23, 1021)  # octaves 16 to 23: the second coefficient register of the AVX2 build

@@ -164,6 +164,9 @@ def _library(target: str | None) -> ctypes.CDLL | None:
                                   ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_int64]
     dll.cim_quantiles.restype = None
     dll.cim_quantiles.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    dll.cim_row_lists.restype = None
+    dll.cim_row_lists.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
+                                  ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     dll.cim_uniforms.restype = None
     dll.cim_uniforms.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
     return dll
@@ -177,25 +180,23 @@ def covers(c: CimConfig, group_rows: int, tables: Tables, keep: int = 0) -> bool
             and (tables.nslots == 0 or tables.table) and int(tables.kinds.max(initial=0)) <= 2)
 
 
-def row_lists(w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
+def row_lists(w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
+              scale: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(lists, offsets): for (g, n, i), the global rows k < keep of group g whose weight bit i in column n is 1.
 
-    List q = (g * N + n) * W + i is lists[offsets[q]:offsets[q + 1]], padded with the zero row
-    ``keep`` to a multiple of 16 entries.
+    List q = (g * N + n) * W + i is lists[offsets[q]:offsets[q + 1]], ascending, each entry ``k * scale``
+    (the kernel takes byte offsets), padded with ``keep * scale`` (the zero row) to a multiple of 16 entries.
+    Built by the C library in two passes over the weights (numpy's boolean planes took seconds per network).
     """
-    n, wb = w.shape[-1], c.weight_bits
-    wk = np.zeros((groups * group_rows, n), np.int64)
-    wk[:keep] = (w[:keep].to(torch.int64) & (2**wb - 1)).numpy()
-    planes = (wk[None] >> np.arange(wb)[:, None, None]) & 1  # (W, G*R, N)
-    bits = np.ascontiguousarray(planes.reshape(wb, groups, group_rows, n).transpose(1, 3, 0, 2), np.bool_)
-    counts = bits.sum(axis=3).ravel()  # per list q = (g * N + n) * W + i
-    where = np.flatnonzero(bits)  # sorted by (g, n, i, r)
-    rows = where % group_rows + (where // (n * wb * group_rows)) * group_rows
-    padded = (counts + 15) // 16 * 16
-    offsets = np.concatenate(([0], np.cumsum(padded))).astype(np.int64)
-    first = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    lists = np.full(int(offsets[-1]), keep, np.int32)
-    lists[np.arange(rows.size) - np.repeat(first, counts) + np.repeat(offsets[:-1], counts)] = rows
+    lib = library()
+    assert lib is not None
+    n = w.shape[-1]
+    wk = np.ascontiguousarray((w[:keep].to(torch.int64) & (2**c.weight_bits - 1)).numpy().astype(np.uint16))
+    offsets = np.empty(groups * n * c.weight_bits + 1, np.int64)
+    args = (wk.ctypes.data, keep, n, c.weight_bits, group_rows, groups, scale, offsets.ctypes.data)
+    lib.cim_row_lists(*args, None)
+    lists = np.empty(int(offsets[-1]), np.int32)
+    lib.cim_row_lists(*args, lists.ctypes.data)
     return lists, offsets
 
 
@@ -258,8 +259,7 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
     try:
         for b in range(bt):
             if lists is None or not shared:
-                lists, offsets = row_lists(w[b], c, group_rows, groups, keep)
-                lists *= 64 * c.input_bits  # byte offsets of the rows' planes
+                lists, offsets = row_lists(w[b], c, group_rows, groups, keep, 64 * c.input_bits)  # planes' bytes
             params = Params(keep, 0, n, c.weight_bits, c.input_bits, groups, len(c.cycles), int(group_rows > 255),
                             _ptr(lists, ctypes.POINTER(ctypes.c_int32)), _ptr(offsets, _P_I64), _ptr(cyc, _P_I64),
                             _ptr(kinds, ctypes.POINTER(ctypes.c_int8)), _ptr(tables.wts, _P_F32),
