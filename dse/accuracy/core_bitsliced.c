@@ -790,8 +790,9 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
    q = (g * n + col) * wb + i, the rows k < keep of group g (rows [g * group_rows, (g + 1) * group_rows)) whose bit i
    in column col is 1, ascending, as k * scale, padded with keep * scale to a multiple of 16 entries. With lists NULL
    only offsets (groups * n * wb + 1 entries: the lists' starts and the total) are computed; then the caller
-   allocates offsets[last] entries and calls again. Two passes over wk, in its row-major order. */
-void cim_row_lists(const uint16_t *wk, int64_t keep, int64_t n, int wb, int64_t group_rows, int64_t groups,
+   allocates offsets[last] entries and calls again. Two passes over wk, in its row-major order. Returns 0, or -1
+   when out of memory. */
+int cim_row_lists(const uint16_t *wk, int64_t keep, int64_t n, int wb, int64_t group_rows, int64_t groups,
                    int64_t scale, int64_t *offsets, int32_t *lists) {
     const int64_t nq = groups * n * wb;
     if (!lists) {
@@ -802,10 +803,10 @@ void cim_row_lists(const uint16_t *wk, int64_t keep, int64_t n, int wb, int64_t 
                 for (int i = 0; i < wb; i++) count[col * wb + i] += (wk[k * n + col] >> i) & 1;
         }
         for (int64_t q = 0; q < nq; q++) offsets[q + 1] = offsets[q] + (offsets[q + 1] + 15) / 16 * 16;
-        return;
+        return 0;
     }
     int64_t *next = malloc((size_t)(nq ? nq : 1) * sizeof(int64_t));
-    if (!next) return;
+    if (!next) return -1;
     memcpy(next, offsets, (size_t)nq * sizeof(int64_t));
     for (int64_t k = 0; k < keep; k++) {
         int64_t *at = next + (k / group_rows) * n * wb;
@@ -818,6 +819,7 @@ void cim_row_lists(const uint16_t *wk, int64_t keep, int64_t n, int wb, int64_t 
     for (int64_t q = 0; q < nq; q++)
         for (int64_t e = next[q]; e < offsets[q + 1]; e++) lists[e] = (int32_t)(keep * scale);
     free(next);
+    return 0;
 }
 
 /* the vector width of this build (16 for AVX-512, 8 for AVX2), for the host's record */

@@ -164,7 +164,7 @@ def _library(target: str | None) -> ctypes.CDLL | None:
                                   ctypes.POINTER(Params), ctypes.c_void_p, ctypes.c_int64]
     dll.cim_quantiles.restype = None
     dll.cim_quantiles.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-    dll.cim_row_lists.restype = None
+    dll.cim_row_lists.restype = ctypes.c_int
     dll.cim_row_lists.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
     dll.cim_uniforms.restype = None
@@ -196,7 +196,8 @@ def row_lists(w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
     args = (wk.ctypes.data, keep, n, c.weight_bits, group_rows, groups, scale, offsets.ctypes.data)
     lib.cim_row_lists(*args, None)
     lists = np.empty(int(offsets[-1]), np.int32)
-    lib.cim_row_lists(*args, lists.ctypes.data)
+    if lib.cim_row_lists(*args, lists.ctypes.data) != 0:
+        raise MemoryError("cim_matmul: the bit-sliced kernel could not allocate its row lists")
     return lists, offsets
 
 
