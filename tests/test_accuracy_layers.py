@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dse.accuracy import core_bitsliced, core_fused
+from dse.accuracy import layers as layers_module
 from dse.accuracy.convert import config_from_macro, convert
 from dse.accuracy.core import CimConfig
 from dse.accuracy.layers import CimConv2d, CimLinear, CimMatMul, cim_layers, set_generator, set_mode
@@ -141,24 +142,22 @@ def test_byte_code_conv_path_equals_the_unfold_path(kernel, kwargs, rows, signed
     layer.mode = "simulate"
     assert layer.act.signed == signed
     x = (torch.randn if signed else torch.rand)(4, c_in, 9, 8)
-    with torch.no_grad():
-        x_codes, pad = layer._padding(layer.act.codes(x))
-        w_codes, _ = layer._weight_codes()
-        out_hw = [(x_codes.shape[2 + i] + 2 * pad[i] - layer.dilation[i] * (layer.kernel_size[i] - 1) - 1)
-                  // layer.stride[i] + 1 for i in range(2)]
-        shape = (4, kwargs["out_channels"], *out_hw)
-        config = layer._config()
-        runs = []
-        for path in ("bytes", "unfold"):
-            layer.generator = torch.Generator().manual_seed(9)
-            if path == "bytes":
-                runs.append(layer._simulate_bytes(x_codes, w_codes, pad, shape, config))
-            else:
-                runs.append(layer._simulate_unfold(x_codes, w_codes, pad, shape))
-    assert torch.equal(runs[0], runs[1])
-    layer.generator = None
-    with torch.no_grad():
-        assert not torch.equal(runs[0], layer._simulate_bytes(x_codes, w_codes, pad, shape, config))  # noise
+    taken = []
+    byte_path = CimConv2d._simulate_bytes
+    monkeypatch.setattr(CimConv2d, "_simulate_bytes", lambda *a: taken.append(1) or byte_path(*a))
+
+    def simulate(seed: int) -> torch.Tensor:
+        layer.generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            return layer(x)
+
+    bytes_out = simulate(9)
+    assert taken == [1]
+    with monkeypatch.context() as m:
+        m.setattr(layers_module, "_byte_codes_fit", lambda *a: False)  # the unfold path
+        assert torch.equal(bytes_out, simulate(9))
+    assert taken == [1]
+    assert not torch.equal(bytes_out, simulate(10))  # the noise is real
 
 
 def test_conv_takes_the_unfold_path_for_wide_codes_and_big_kernels(monkeypatch) -> None:

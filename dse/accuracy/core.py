@@ -273,11 +273,8 @@ def _check_operands(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generat
         raise ValueError(f"cim_matmul: generator on {generator.device}, operands on {x.device}")
     if x.is_complex() or w.is_complex() or x.dtype == torch.bool or w.dtype == torch.bool:
         raise ValueError("cim_matmul: codes must be real integer-valued tensors")
-    wlo, whi = -(2 ** (c.weight_bits - 1)), 2 ** (c.weight_bits - 1) - 1
-    if c.signed_inputs:
-        xlo, xhi = -(2 ** (c.input_bits - 1)), 2 ** (c.input_bits - 1) - 1
-    else:
-        xlo, xhi = 0, 2**c.input_bits - 1
+    xlo, xhi, wmax = code_ranges(c)
+    wlo, whi = -wmax, wmax - 1
     for name, t, lo, hi in (("x_codes", x, xlo, xhi), ("w_codes", w, wlo, whi)):
         if t.numel() == 0:
             continue
@@ -326,7 +323,7 @@ def _simulate(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generator | N
 # exact path: one integer-exact GEMM
 
 
-def _code_ranges(c: CimConfig) -> tuple[int, int, int]:
+def code_ranges(c: CimConfig) -> tuple[int, int, int]:
     """(x min, x max, |w| max) the config allows."""
     if c.signed_inputs:
         return -(2 ** (c.input_bits - 1)), 2 ** (c.input_bits - 1) - 1, 2 ** (c.weight_bits - 1)
@@ -352,7 +349,7 @@ def _exact_matmul(x: Tensor, w: Tensor, c: CimConfig) -> Tensor:
     out = torch.empty(bt, m, n, device=x.device)
     if k == 0:
         return out.zero_()
-    xlo, xhi, wmax = _code_ranges(c)
+    xlo, xhi, wmax = code_ranges(c)
     xabs = max(abs(xlo), xhi)
     # every partial sum of column n, in any order, is at most xabs * sum_k |w[k, n]| in magnitude
     bound = xabs * float((w[:1] if w.stride(0) == 0 else w).abs().to(torch.float64).sum(-2).max())

@@ -80,8 +80,9 @@ QUANTILE_ERROR = 5e-5
 """Bound on |z - Phi^-1((U + 1/2) / 2^32)| of the kernels' quantiles (measured: 3.2e-5 at most, over all 2^32 U).
 
 Degree 4 rather than 6: the codes are exact either way (the margin grows with this bound, and conversions within it
-take the exact thresholds); on a Zen 4 VM two fewer coefficient permutes and FMAs per vector of uniforms made the
-bit-sliced kernel's noisy conversions about 8 % faster, while degree 3 lost more to the exact checks than it saved."""
+take the exact thresholds), and two fewer coefficient permutes and FMAs per vector of uniforms made the bit-sliced
+kernel's noisy conversions faster on a Zen 4 VM, while degree 3 lost more to the exact checks than it saved.
+``benchmarks/quantile_error.py`` measures the bound."""
 Z_MAX = 6.4
 """Bound on |z| of the quantiles (Phi^-1(2^-33) = -6.34)."""
 
