@@ -555,22 +555,18 @@ typedef struct {
     double *acc, *acc_exact;         /* 512 */
 } Scratch;
 
-/* the lane's exact code for a conversion flagged near a code boundary (core_kernels._near_code) */
-static void fix_lanes(vm flag, vi u, vf s, vf code, const Params *p, int j, float *delta) {
-    uint32_t uv[W];
-    float sv[W], cv[W];
-    vi_storeu(uv, u);
-    vf_storeu(sv, s);
-    vf_storeu(cv, code);
+/* the exact code of each flagged lane of vector v (core_kernels._near_code), added to codes as the difference to
+   its fast code: u, s and the fast codes are the loop's, saved for the flagged vectors only */
+static void fix_lanes(vm flag, const uint32_t *uv, const float *sv, const float *cv, const Params *p, int j, float w,
+                      float *codes) {
     double sigma = p->fx[0], s_nl = p->fx[1], mpl = p->fx[2];
     for (int l = 0; l < W; l++) {
-        delta[l] = 0.0f;
         if (!((flag >> l) & 1)) continue;
         double u64 = (double)sv[l] * p->ratio[j];
         double d = u64 * mpl + 1.0;
         double std = sqrt(sigma * sigma + s_nl * s_nl / (d > 1.0 ? d : 1.0));
         double c = exact_code(uv[l], u64, std, (double)cv[l], p->levels);
-        delta[l] = (float)c - cv[l];
+        codes[l] += ((float)c - cv[l]) * w;  /* exact: integers */
     }
 }
 
@@ -636,6 +632,8 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
     const vf vsce = vf_set1(sce), vsig = vf_set1(p->fp[1]), vzero = vf_zero();
     const vf vlev = vf_set1(p->fp[0]), vhm = vf_set1(p->fp[5]);
     const vf absmask = vf_cast(vi_set1(0x7FFFFFFF));
+    struct { uint32_t u[W]; float s[W], code[W]; vm flag; int v; } fixes[LANES / W];
+    int nfix = 0;
     Rng st[RNGS];  /* in registers for the loop */
     for (int h = 0; h < RNGS; h++) st[h] = rng[h];
     for (int v = 0; v < LANES / W; v += UNROLL) {
@@ -669,15 +667,23 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
             vf c = vf_loadu(codes + W * (v + k));
             vf_storeu(codes + W * (v + k), vf_fma(code[k], w, c));  /* exact: integers */
         }
-        if (__builtin_expect(any != 0, 0)) {
+        if (__builtin_expect(any != 0, 0)) {  /* saved for after the loop: no call with the loop's registers live */
             for (int k = 0; k < UNROLL; k++) {
                 if (!flag[k]) continue;
-                float delta[W];
-                fix_lanes(flag[k], u[k], s[k], code[k], p, j, delta);
-                vf c = vf_loadu(codes + W * (v + k));
-                vf_storeu(codes + W * (v + k), vf_add(c, vf_mul(vf_loadu(delta), w)));
+                fixes[nfix].v = v + k;
+                fixes[nfix].flag = flag[k];
+                vi_storeu(fixes[nfix].u, u[k]);
+                vf_storeu(fixes[nfix].s, s[k]);
+                vf_storeu(fixes[nfix].code, code[k]);
+                nfix++;
             }
         }
+    }
+    if (__builtin_expect(nfix > 0, 0)) {
+        float wl[W];
+        vf_storeu(wl, w);
+        for (int f = 0; f < nfix; f++)
+            fix_lanes(fixes[f].flag, fixes[f].u, fixes[f].s, fixes[f].code, p, j, wl[0], codes + W * fixes[f].v);
     }
     for (int h = 0; h < RNGS; h++) rng[h] = st[h];
 }
