@@ -627,9 +627,9 @@ STAGE static void quantised_lanes(const uint8_t *cnt, int shift, int width, int 
 
 /* noisy ADC: codes += clamp(rint(s * sce + sigma * z)) * w, z the quantile of a fresh uniform; a code
    within the margin of a boundary (|y - rint(y)| > hm) is replaced by the exact thresholds' code */
-STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide, vf w, float sce,
+STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide, float wt, float sce,
                               const Params *p, int j, const Quantile *q, Rng *rng, float *codes) {
-    const vf vsce = vf_set1(sce), vsig = vf_set1(p->fp[1]), vzero = vf_zero();
+    const vf w = vf_set1(wt), vsce = vf_set1(sce), vsig = vf_set1(p->fp[1]), vzero = vf_zero();
     const vf vlev = vf_set1(p->fp[0]), vhm = vf_set1(p->fp[5]);
     const vf absmask = vf_cast(vi_set1(0x7FFFFFFF));
     struct { uint32_t u[W]; float s[W], code[W]; vm flag; int v; } fixes[LANES / W];
@@ -679,12 +679,8 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
             }
         }
     }
-    if (__builtin_expect(nfix > 0, 0)) {
-        float wl[W];
-        vf_storeu(wl, w);
-        for (int f = 0; f < nfix; f++)
-            fix_lanes(fixes[f].flag, fixes[f].u, fixes[f].s, fixes[f].code, p, j, wl[0], codes + W * fixes[f].v);
-    }
+    for (int f = 0; f < nfix; f++)
+        fix_lanes(fixes[f].flag, fixes[f].u, fixes[f].s, fixes[f].code, p, j, wt, codes + W * fixes[f].v);
     for (int h = 0; h < RNGS; h++) rng[h] = st[h];
 }
 
@@ -729,7 +725,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                         quantised_lanes(sc->cnt, shift, width, wide, w, p->scale[j], p->den[j], two_step,
                                         sc->codes + j * LANES);
                     } else {
-                        noisy_lanes(sc->cnt, shift, width, wide, w, two_step ? p->scale[j] / p->den[j] : p->scale[j],
+                        noisy_lanes(sc->cnt, shift, width, wide, p->wts[i], two_step ? p->scale[j] / p->den[j] : p->scale[j],
                                     p, j, q, rng, sc->codes + j * LANES);
                     }
                 }

@@ -25,7 +25,7 @@ unrolling do); each group is padded with zero rows to the nominal ``rows``, whic
 Grouped and depthwise convolutions run as one batched matmul over the groups. Codes of at most 8 bits
 (symmetric weights, no PAC, kernels that fit a conversion) skip the fp32 unfold: the input is cast to bytes
 channels-last and copied once into that layout, rows ordered (ky, kx, channel) inside each group (the
-same sums, so the same results bit for bit; ``benchmarks/sim_memory.py``, ResNet-18: 42 -> 25 s, 2.5 -> 1.3 GiB).
+same sums, so the same results bit for bit, with a quarter of the unfold's bytes; ``benchmarks/sim_memory.py``).
 
 Digital CiM and PAC (PACiM). ``macro_kind`` records the macro a layer was converted for ("digital": exact
 adder trees, ``adc_bits`` None). With ``pac`` set (a :class:`~dse.accuracy.pac.PacConfig`, from the macro's
@@ -258,8 +258,7 @@ class CimConv2d(CimLayer):
         w = w_codes.new_zeros(groups, k_total, og)
         for j, (c0, c1) in enumerate(spans):
             w[:, j * step : j * step + kk * (c1 - c0)] = wv[..., c0:c1, :].reshape(groups, -1, og)
-        w_zero = self._weight_zero()
-        w_zero = w_zero.reshape(groups, 1, -1) if w_zero.numel() > 1 else w_zero.reshape(())
+        w_zero = self._grouped_weight_zero()
         dtype = torch.int8 if config.signed_inputs else torch.uint8
         chunk = max(1, min(batch, UNFOLD_BUDGET_BYTES // max(groups * positions * k_total, 1)))
         outs = []
@@ -281,6 +280,11 @@ class CimConv2d(CimLayer):
             outs.append(y.reshape(groups, b, positions, -1).permute(1, 0, 3, 2).reshape(b, out_ch, out_h, out_w))
         return torch.cat(outs)
 
+    def _grouped_weight_zero(self) -> Tensor:
+        """The weights' zero point shaped for the (G, K, Kg) weight matrices of a grouped product."""
+        w_zero = self._weight_zero()
+        return w_zero.reshape(self.groups, 1, -1) if w_zero.numel() > 1 else w_zero.reshape(())
+
     def _simulate_unfold(self, x_codes: Tensor, w_codes: Tensor, pad: tuple[int, int], out_shape) -> Tensor:
         """Unfold (fp32), arrange, :meth:`_macro_matmul`: any code width, PAC, asymmetric codes, kernels larger
         than a conversion."""
@@ -294,8 +298,7 @@ class CimConv2d(CimLayer):
         w = w_codes.reshape(groups, out_ch // groups, cg * kk).transpose(1, 2)  # (G, Cg*kk, Kg)
         w = self._arrange_rows(w, cg, kk, per_group, config.rows, dim=1)
         positions = out_h * out_w
-        w_zero = self._weight_zero()
-        w_zero = w_zero.reshape(groups, 1, -1) if w_zero.numel() > 1 else w_zero.reshape(())
+        w_zero = self._grouped_weight_zero()
         row_bytes = cg * groups * kk * positions * 4
         chunk = max(1, min(batch, UNFOLD_BUDGET_BYTES // max(row_bytes, 1)))
         outs = []
