@@ -147,8 +147,17 @@ def test_noise_depends_on_the_seed_and_the_rows_only(monkeypatch):
     assert 0.97 < ratio.item() < 1.03
 
 
+def test_the_counts_are_the_same_without_the_gfni_transposes(monkeypatch):
+    config = CimConfig(rows=255, adc_bits=6, noise_sigma_pct=1.0)
+    x, w = operands((1100, 576, 19), config)
+    fast = run("bitsliced", x, w, config, monkeypatch)
+    monkeypatch.setenv("CIM_DSE_NO_GFNI", "1")  # masked byte adds instead
+    assert torch.equal(run("bitsliced", x, w, config, monkeypatch), fast)
+
+
 @pytest.mark.skipif(core_bitsliced.isa() != "avx512", reason="compares both builds: needs an AVX-512 CPU")
 def test_the_avx2_build_computes_the_same_bits_as_the_avx512_build(monkeypatch):
+    monkeypatch.setenv(core_bitsliced.BYTE_ENV, "0")  # the byte-stage noise (VBMI) draws other bits
     config = CimConfig(rows=200, adc_bits=6, noise_sigma_pct=2.0, input_bits_per_cycle=2, hybrid_levels=2)
     x, w = operands((1100, 450, 9), config)
     wide = CimConfig(rows=300, adc_bits=7, noise_sigma_pct=1.0)

@@ -118,6 +118,7 @@ typedef __m512i Plane;
 #define vd_add _mm512_add_pd
 #define vd_mul _mm512_mul_pd
 #define vd_of_floats(ptr) _mm512_cvtps_pd(_mm256_loadu_ps(ptr))
+#define vd_of_i16(ptr) _mm512_cvtepi32_pd(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(ptr))))
 
 #define vp_load(ptr) _mm512_load_si512(ptr)
 #define vp_zero _mm512_setzero_si512
@@ -179,6 +180,7 @@ typedef struct { __m256i half[2]; } Plane;
 #define vd_add _mm256_add_pd
 #define vd_mul _mm256_mul_pd
 #define vd_of_floats(ptr) _mm256_cvtps_pd(_mm_loadu_ps(ptr))
+#define vd_of_i16(ptr) _mm256_cvtepi32_pd(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(ptr))))
 
 #define vp_load(ptr) _mm256_load_si256((const __m256i *)(ptr))
 #define vp_zero _mm256_setzero_si256
@@ -221,7 +223,16 @@ typedef struct {
     double rows_nominal;
     double levels;
     uint64_t key;
+    /* byte-stage noise: per cycle j, tables of 256 bytes at btab + j * BYTE_STRIDE; cycles in bpath (bit j) have
+       count tables (cim_byte_tables: the base and bm middle thresholds), cycles in upath shift tables
+       (cim_shift_tables); the other noisy cycles take the quantile sampler */
+    const uint8_t *btab;
+    int bm;
+    int bpath, upath;
 } Params;
+
+#define BYTE_THRESHOLDS 8                            /* most middle thresholds per count */
+#define BYTE_STRIDE ((1 + BYTE_THRESHOLDS) * 256)    /* bytes of one cycle's tables */
 
 /* ------------------------------------------------------------------------------------------- */
 /* random numbers */
@@ -515,6 +526,42 @@ STAGE static void planes_to_counts8(const Plane *pl, uint8_t *cnt) {
 #endif
 }
 
+#if ISA_AVX512
+/* planes_to_counts8 by bit-matrix transposes (GFNI): the 8 x 8 matrix of the planes' 64-lane words is transposed
+   (three butterfly stages of two-source qword permutes), so that vector c holds word c of every plane; each of its
+   qwords (8 lanes, byte 7 - p from plane p after a byte permute) is then an 8 x 8 bit matrix whose transpose,
+   gf2p8affineqb against the unit bytes, holds the 8 lanes' counts. 48 instructions per 512 lanes, against 128
+   mask loads and masked adds. */
+__attribute__((target("gfni,avx512vbmi"))) STAGE static void planes_to_counts8_gfni(const Plane *pl, uint8_t *cnt) {
+    __m512i r[8];
+    for (int p = 0; p < 8; p++) r[p] = _mm512_load_si512(pl + p);
+    _Pragma("GCC unroll 3")
+    for (int h = 4; h >= 1; h >>= 1) {
+        int64_t ia[8], ib[8];
+        for (int c = 0; c < 8; c++) {
+            ia[c] = (c & h) ? 8 + c - h : c;      /* row p keeps its columns without bit h, takes row p + h's */
+            ib[c] = (c & h) ? 8 + c : c + h;
+        }
+        const __m512i xa = _mm512_loadu_si512(ia), xb = _mm512_loadu_si512(ib);
+        _Pragma("GCC unroll 8")
+        for (int p = 0; p < 8; p++) {
+            if (p & h) continue;
+            const __m512i a = r[p], b = r[p + h];
+            r[p] = _mm512_permutex2var_epi64(a, xa, b);
+            r[p + h] = _mm512_permutex2var_epi64(a, xb, b);
+        }
+    }
+    uint8_t perm[64];  /* byte 8 q + 7 - p <- byte 8 p + q (qword p: plane p's word) */
+    for (int q = 0; q < 8; q++)
+        for (int p = 0; p < 8; p++) perm[8 * q + 7 - p] = (uint8_t)(8 * p + q);
+    const __m512i bp = _mm512_loadu_si512(perm);
+    const __m512i unit = _mm512_set1_epi64((long long)0x8040201008040201ULL);
+    _Pragma("GCC unroll 8")
+    for (int c = 0; c < 8; c++)
+        _mm512_storeu_si512(cnt + 64 * c, _mm512_gf2p8affine_epi64_epi8(unit, _mm512_permutexvar_epi8(bp, r[c]), 0));
+}
+#endif
+
 /* 9 bit-sliced planes -> 512 uint16 counts */
 STAGE static void planes_to_counts9(const Plane *pl, uint16_t *cnt) {
 #if ISA_AVX512  /* masked word adds, 32 lanes each */
@@ -553,6 +600,9 @@ typedef struct {
     float *codes;                    /* nc x 512 */
     float *exact;                    /* nc x 512 */
     double *acc, *acc_exact;         /* 512 */
+    void *pending;                   /* byte-stage noise: Pending (AVX-512 builds) */
+    int16_t *icodes;                 /* nc x 512: the byte-stage cycles' codes (exact integers) */
+    int gfni;                        /* the CPU has GFNI and VBMI: planes_to_counts8_gfni */
 } Scratch;
 
 /* the exact code of each flagged lane of vector v (core_kernels._near_code), added to codes as the difference to
@@ -684,11 +734,293 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
     for (int h = 0; h < RNGS; h++) rng[h] = st[h];
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* byte-stage noise: the same exact inverse-CDF code, mostly decided from the uniform's top byte
+
+   A noisy code is #{c in 1..L : U >= T_c(s)} for the thresholds T_c of the count s (code >= c iff
+   (U + 1/2) / 2^32 >= Phi((c - 1/2 - u) / std), u = s L / FS; exact_code). With R = U >> 24 and
+   a_c = floor(T_c / 2^24), U >= T_c holds for every U of top byte R > a_c and for none of top byte R < a_c, so the
+   code is decided by R alone unless R = a_c for some c. Per cycle and count s (a byte: single-bit cycles of sums
+   up to 255) the tables hold base(s) = #{c : a_c = 0} and the middle a_c (1 .. 254, at most BYTE_THRESHOLDS of
+   them, padded with 255). For R in 1 .. 254 the code is base(s) + #{middle a_c < R}, decided unless R equals one
+   of them; R = 0 and R = 255 are left undecided. The undecided lanes (about (middle + 2) / 256 of them) take
+   the quantile sampler on U = R 2^24 + (24 fresh bits), which draws from the same distribution restricted to
+   that top byte: every code keeps its exact probability. 64 lanes per instruction (AVX-512 VBMI byte permutes),
+   one generator draw per 64 conversions. */
+
+/* The threshold Phi(x) in the top b bits of U: #{r in 1 .. 2^b : p(r 2^(32 - b) - 1) < Phi(x)}, p(U) = (U + 1/2) / 2^32
+   as exact_code. U >= T holds for every U whose top bits R exceed it, for none below it; R equal to it is undecided. */
+static int32_t top_bits_threshold(double x, int b) {
+    const int64_t top = (int64_t)1 << b;
+    const uint32_t step = (uint32_t)(((uint64_t)1 << 32) >> b);
+    if (x < -12.0) return 0;     /* Phi(x) < 2^-100, below every uniform */
+    if (x > 12.0) return (int32_t)top;  /* Phi(x) = 1 to double precision: never reached */
+    const double ph = phi(x);
+    int64_t a = (int64_t)(ph * (double)top);
+    if (a > top) a = top;
+    while (a < top && ((double)((uint32_t)(a + 1) * step - 1u) + 0.5) * 0x1p-32 < ph) a++;
+    while (a > 0 && ((double)((uint32_t)a * step - 1u) + 0.5) * 0x1p-32 >= ph) a--;
+    return (int32_t)a;
+}
+
+/* the middle thresholds' top bytes of one count: returns base, writes the middle ones to mid (up to max, then
+   -1: too many) */
+static int byte_thresholds(const Params *p, int j, int s, uint8_t *mid, int max) {
+    double u = (double)(float)s * p->ratio[j];
+    double sigma = p->fx[0], s_nl = p->fx[1], mpl = p->fx[2];
+    double d = u * mpl + 1.0;
+    double std = sqrt(sigma * sigma + s_nl * s_nl / (d > 1.0 ? d : 1.0));  /* as fix_lanes */
+    int base = 0, nm = 0;
+    for (int c = 1; c <= (int)p->levels; c++) {
+        double x = ((double)c - 0.5 - u) / std;
+        const int a = (int)top_bits_threshold(x, 8);
+        if (a == 0) {
+            base++;
+        } else if (a <= 254) {
+            if (nm == max) return -1;
+            mid[nm++] = (uint8_t)a;
+        }
+    }
+    for (int k = nm; k < max; k++) mid[k] = 255;
+    return base;
+}
+
+/* Cycle j's tables into out (BYTE_STRIDE bytes): base, then the middle thresholds k = 0 .. BYTE_THRESHOLDS - 1,
+   256 counts each. Returns the most middle thresholds of a count, or -1 when a count has more than
+   BYTE_THRESHOLDS (then the quantile sampler takes the cycle). */
+int cim_byte_tables(const Params *p, int j, uint8_t *out) {
+    if (p->levels > 255.0) return -1;  /* codes are bytes */
+    int most = 0;
+    for (int s = 0; s < 256; s++) {
+        uint8_t mid[BYTE_THRESHOLDS];
+        int base = byte_thresholds(p, j, s, mid, BYTE_THRESHOLDS);
+        if (base < 0) return -1;
+        out[s] = (uint8_t)base;
+        for (int k = 0; k < BYTE_THRESHOLDS; k++) {
+            out[256 * (1 + k) + s] = mid[k];
+            if (mid[k] != 255 && k + 1 > most) most = k + 1;
+        }
+    }
+    return most;
+}
+
+/* Shift tables: where u = s for every count (levels = full scale) and std does not depend on s, the code is
+   clamp(s + d, 0, L) with d = max{d : U >= T(d)}, T(d) the threshold of P(d) = Phi((d - 1/2) / std) (d = c - u in
+   exact_code's comparisons: the same doubles), a function of U alone. With R = U >> 16 and its bytes R1 (top), R2:
+   a(d) = #{r in 1 .. 2^16 : p(r 2^16 - 1) < P(d)}, so U >= T(d) for R > a(d), not for R < a(d), undecided at R = a(d).
+   For R1 in 1 .. 254: d = base(R1) + [R2 > a2(R1)], base(R1) = max{d : a(d) >> 8 < R1}, a2 the low byte of the one
+   a(d) with top byte R1 (255 where none); undecided where R2 = a2(R1) (1/256 of the lanes with such an R1, and,
+   harmlessly, of the others) and for R1 = 0 or 255: about 1.2 % of the lanes at 1 % noise and ADC 8. */
+#define SHIFT_RANGE 127  /* |d| */
+
+/* Cycle j's shift tables into out: base (signed bytes) at 0, a2 at 256. Returns 0, or -1 where they do not apply
+   (u != s for some count, std depends on s, d beyond a signed byte, or two thresholds share a top byte). */
+int cim_shift_tables(const Params *p, int j, uint8_t *out) {
+    if (p->levels > 255.0 || p->fx[1] != 0.0) return -1;
+    for (int s = 0; s < 256; s++)
+        if ((double)(float)s * p->ratio[j] != (double)s) return -1;
+    double sigma = p->fx[0], s_nl = p->fx[1];
+    double std = sqrt(sigma * sigma + s_nl * s_nl / 1.0);  /* as fix_lanes (s_nl = 0: the same for every count) */
+    int32_t a[2 * SHIFT_RANGE + 1];
+    for (int d = -SHIFT_RANGE; d <= SHIFT_RANGE; d++) {
+        double x = ((double)d - 0.5) / std;
+        a[d + SHIFT_RANGE] = top_bits_threshold(x, 16);
+    }
+    if (a[0] >> 8 != 0 || a[2 * SHIFT_RANGE] >> 8 < 255) return -1;  /* d outside the range for some R1 */
+    memset(out, 0, 256);
+    memset(out + 256, 255, 256);
+    for (int r1 = 1; r1 <= 254; r1++) {
+        int base = -SHIFT_RANGE, at = 0;
+        for (int d = -SHIFT_RANGE; d <= SHIFT_RANGE; d++) {
+            int top = a[d + SHIFT_RANGE] >> 8;
+            if (top < r1) base = d;
+            else if (top == r1) at++, out[256 + r1] = (uint8_t)(a[d + SHIFT_RANGE] & 255);
+        }
+        if (at > 1) return -1;
+        out[r1] = (uint8_t)(int8_t)base;
+    }
+    return 0;
+}
+
+#if ISA_AVX512
+#define BYTES_TARGET __attribute__((target("avx512vbmi,avx512vbmi2")))
+
+/* 64 lanes of a 256-byte table at the counts s (hi: the counts from 128 on; any_hi: some lane has one) */
+BYTES_TARGET static inline __m512i lookup256(const uint8_t *tab, __m512i s, __mmask64 hi, int any_hi) {
+    __m512i lo = _mm512_permutex2var_epi8(_mm512_loadu_si512(tab), s, _mm512_loadu_si512(tab + 64));
+    if (!any_hi) return lo;
+    __m512i up = _mm512_permutex2var_epi8(_mm512_loadu_si512(tab + 128), s, _mm512_loadu_si512(tab + 192));
+    return _mm512_mask_blend_epi8(hi, lo, up);
+}
+
+/* Undecided lanes of a group's byte-stage cycles, kept until the group's codes are summed: then their codes come
+   from the quantile sampler in full vectors (a few per cent of the lanes, a few per call: one partial vector per
+   call would cost as much as the byte stage itself). Packed by compresses in the vector loop: a log of whole
+   chunks, expanded at the flush, was slower on Zen 4 (the compresses move to the flush, with the log's stores). */
+#define PENDING (4 * LANES)
+typedef struct {
+    int n;
+    uint16_t dst[PENDING + 64];            /* index into the group's codes: j * LANES + lane */
+    uint8_t s[PENDING + 64], top[PENDING + 64], top2[PENDING + 64], j[PENDING + 64];  /* top2: shift cycles' R2 */
+    float wt[PENDING + 64];
+} Pending;
+
+/* j * LANES + lane for lanes 0 .. 31 (lo) and 32 .. 63 (hi), as words */
+__attribute__((target("avx512vbmi2"))) static inline void lane_words(int j, __m512i *lo, __m512i *hi) {
+    uint16_t l16[64];
+    for (int l = 0; l < 64; l++) l16[l] = (uint16_t)(j * LANES + l);
+    *lo = _mm512_loadu_si512(l16);
+    *hi = _mm512_loadu_si512(l16 + 32);
+}
+
+/* the undecided lanes und of chunk c (lanes 64 c ..) packed into pd from entry n, without branches (with_r2: the
+   shift cycles' second bytes too); returns the new count */
+__attribute__((target("avx512vbmi2"))) static inline int pend64(Pending *pd, int n, __mmask64 und, __m512i lane_lo,
+                                                                __m512i lane_hi, int c, __m512i s, __m512i r1,
+                                                                __m512i r2, int with_r2) {
+    const __m512i off = _mm512_set1_epi16((short)(64 * c));
+    const __mmask32 ulo = (__mmask32)und, uhi = (__mmask32)(und >> 32);
+    _mm512_storeu_si512(pd->dst + n, _mm512_maskz_compress_epi16(ulo, _mm512_add_epi16(lane_lo, off)));
+    _mm512_storeu_si512(pd->dst + n + __builtin_popcount(ulo),
+                        _mm512_maskz_compress_epi16(uhi, _mm512_add_epi16(lane_hi, off)));
+    _mm512_storeu_si512(pd->s + n, _mm512_maskz_compress_epi8(und, s));
+    _mm512_storeu_si512(pd->top + n, _mm512_maskz_compress_epi8(und, r1));
+    if (with_r2) _mm512_storeu_si512(pd->top2 + n, _mm512_maskz_compress_epi8(und, r2));
+    return n + __builtin_popcountll(und);
+}
+
+/* entries n0 .. n - 1 of pd came from cycle j with weight wt */
+static inline void pend_close(Pending *pd, int n0, int n, int j, float wt) {
+    for (int f = n0; f < n; f += 16) vf_storeu(pd->wt + f, vf_set1(wt));  /* the slack past n takes the overrun */
+    memset(pd->j + n0, j, (size_t)(n - n0));
+    pd->n = n;
+}
+
+/* the pending lanes' codes (noisy_lanes' quantile path on U = top 2^24 + 24 fresh bits, or top 2^24 + top2 2^16 +
+   16 fresh bits for the shift cycles), added to codes */
+static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *rng, float *codes) {
+    float sces[16] = {0};
+    for (int j = 0; j < p->nc && j < 16; j++)
+        sces[j] = p->den[0] > 0.0f ? p->scale[j] / p->den[j] : p->scale[j];
+    const vf vsces = vf_loadu(sces), vsig = vf_set1(p->fp[1]), vzero = vf_zero();
+    const vf vlev = vf_set1(p->fp[0]), vhm = vf_set1(p->fp[5]);
+    const vf absmask = vf_cast(vi_set1(0x7FFFFFFF));
+    Rng st = rng[0];
+    for (int f = 0; f < pd->n; f += 16) {
+        const int nv = pd->n - f < 16 ? pd->n - f : 16;
+        const vi jv = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->j + f)));
+        const vi fresh = rng_next(&st);
+        const vi hi = vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->top + f))), 24);
+        const vi hi2 = vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->top2 + f))), 16);
+        const __mmask16 shifted = _mm512_test_epi32_mask(_mm512_srlv_epi32(vi_set1(p->upath), jv), vi_set1(1));
+        const vi u = _mm512_mask_blend_epi32(shifted, vi_add(hi, vi_srli(fresh, 8)),
+                                             vi_add(vi_add(hi, hi2), vi_srli(fresh, 16)));
+        const vf sv = vf_cvt(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->s + f))));
+        vf z = quantile(q, u);
+        vf y = vf_fma(vsig, z, vf_mul(sv, _mm512_permutexvar_ps(jv, vsces)));
+        vf r = vf_rint(y);
+        float cv[16];
+        vf_storeu(cv, vf_min(vf_max(r, vzero), vlev));
+        vm flag = vf_gt_mask(vf_and(vf_sub(y, r), absmask), vhm) & ((1u << nv) - 1u);
+        if (__builtin_expect(flag != 0, 0)) {  /* the exact thresholds, as fix_lanes */
+            uint32_t uv[16];
+            vi_storeu(uv, u);
+            for (int l = 0; l < 16; l++) {
+                if (!((flag >> l) & 1)) continue;
+                int jl = pd->j[f + l];
+                float one[1] = {0.0f}, s1 = (float)pd->s[f + l], c1 = cv[l];
+                fix_lanes(1, uv + l, &s1, &c1, p, jl, 1.0f, one);
+                cv[l] += one[0];
+            }
+        }
+        for (int l = 0; l < nv; l++) codes[pd->dst[f + l]] += cv[l] * pd->wt[f + l];  /* exact: integers */
+    }
+    pd->n = 0;
+    rng[0] = st;
+}
+
+/* icodes[0 .. 63] += code 2^i, or -= for the sign bit: exact, at most 255 (2^8 - 1) in magnitude over the weight
+   bits (byte_tables: weight bits <= 8) */
+BYTES_TARGET static inline void add_codes64(__m512i code, int i, int neg, int16_t *ic) {
+    const __m512i lo = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(code)), (unsigned)i);
+    const __m512i hi = _mm512_slli_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(code, 1)), (unsigned)i);
+    const __m512i a = _mm512_loadu_si512(ic), b = _mm512_loadu_si512(ic + 32);
+    _mm512_storeu_si512(ic, neg ? _mm512_sub_epi16(a, lo) : _mm512_add_epi16(a, lo));
+    _mm512_storeu_si512(ic + 32, neg ? _mm512_sub_epi16(b, hi) : _mm512_add_epi16(b, hi));
+}
+
+/* noisy ADC of a single-bit cycle j with narrow counts, weight bit i: icodes += code (+-2^i), the code from the
+   count tables (cim_byte_tables) or, for the cycles in upath, the shift tables (cim_shift_tables: clamp(s + d, 0, L),
+   d from the top 16 bits of the uniform); the undecided lanes go to pd (their codes added by flush_pending,
+   before the group's codes are summed) */
+BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(const uint8_t *cnt, int shift, int i,
+                                                                             const Params *p, int j, Rng *rng,
+                                                                             Pending *pd, int16_t *icodes,
+                                                                             const int shifted) {
+    const uint8_t *tab = p->btab + (size_t)j * BYTE_STRIDE;
+    const int m = p->bm, neg = p->wts[i] < 0.0f;
+    const __m512i ones = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512(), bias = _mm512_set1_epi8((char)0x80);
+    const __m512i lmax = _mm512_set1_epi8((char)(uint8_t)p->levels);
+    const int clamp_l = p->levels < 255.0;
+    __m512i bt[4], at[4];  /* shift tables: base and a2, in registers */
+    for (int k = 0; k < 4; k++) {
+        bt[k] = shifted ? _mm512_loadu_si512(tab + 64 * k) : zero;
+        at[k] = shifted ? _mm512_loadu_si512(tab + 256 + 64 * k) : zero;
+    }
+    __m512i lane_lo, lane_hi;
+    lane_words(j, &lane_lo, &lane_hi);
+    Rng st = rng[0];
+    const uint8_t *sc = cnt + shift * LANES;
+    const int n0 = pd->n;
+    int n = n0;
+    for (int c = 0; c < LANES / 64; c++) {
+        const __m512i s = _mm512_loadu_si512(sc + 64 * c);
+        const __m512i r1 = rng_next(&st);
+        __m512i code, r2 = zero;
+        __mmask64 und = _mm512_cmpeq_epi8_mask(r1, zero) | _mm512_cmpeq_epi8_mask(r1, ones);
+        if (shifted) {
+            r2 = rng_next(&st);
+            const __mmask64 hi = _mm512_movepi8_mask(r1);
+            const __m512i base = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(bt[0], r1, bt[1]),
+                                                        _mm512_permutex2var_epi8(bt[2], r1, bt[3]));
+            const __m512i a2 = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(at[0], r1, at[1]),
+                                                      _mm512_permutex2var_epi8(at[2], r1, at[3]));
+            const __m512i d = _mm512_mask_sub_epi8(base, _mm512_cmpgt_epu8_mask(r2, a2), base, ones);
+            code = _mm512_xor_si512(_mm512_adds_epi8(_mm512_xor_si512(s, bias), d), bias);  /* clamp(s + d, 0, 255) */
+            if (clamp_l) code = _mm512_min_epu8(code, lmax);
+            und |= _mm512_cmpeq_epi8_mask(r2, a2);
+        } else {
+            const __mmask64 hi = _mm512_movepi8_mask(s);
+            const int any_hi = hi != 0;
+            code = lookup256(tab, s, hi, any_hi);
+            for (int k = 0; k < m; k++) {
+                const __m512i t = lookup256(tab + 256 * (1 + k), s, hi, any_hi);
+                code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
+                und |= _mm512_cmpeq_epi8_mask(r1, t);
+            }
+        }
+        add_codes64(_mm512_maskz_mov_epi8(~und, code), i, neg, icodes + 64 * c);
+        n = pend64(pd, n, und, lane_lo, lane_hi, c, s, r1, r2, shifted);
+    }
+    pend_close(pd, n0, n, j, p->wts[i]);
+    rng[0] = st;
+}
+
+BYTES_TARGET STAGE static void byte_lanes(const uint8_t *cnt, int shift, int i, const Params *p, int j, Rng *rng,
+                                          Pending *pd, int16_t *icodes) {
+    if ((p->upath >> j) & 1)  /* (specialised: no test in the loop) */
+        byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 1);
+    else
+        byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 0);
+}
+#endif
+
 static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, const Quantile *q, Rng *rng,
                       Scratch *sc, float *out, int64_t ldo) {
     const int n = p->n, wb = p->wb, bits = p->bits, nc = p->nc, wide = p->wide;
     make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->planes);
     const int two_step = p->den[0] > 0.0f;
+    const int bytes = ISA_AVX512 && !wide && (p->bpath | p->upath);  /* some cycle's codes in icodes */
     Plane pl[MAX_PLANES];
     for (int col = 0; col < n; col++) {
         memset(sc->acc, 0, LANES * sizeof(double));
@@ -697,6 +1029,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
         for (int g = 0; g < p->groups; g++) {
             memset(sc->codes, 0, (size_t)nc * LANES * sizeof(float));
             memset(sc->exact, 0, (size_t)nc * LANES * sizeof(float));
+            if (bytes) memset(sc->icodes, 0, (size_t)nc * LANES * sizeof(int16_t));
             for (int i = 0; i < wb; i++) {
                 int64_t qi = ((int64_t)g * n + col) * wb + i;
                 const int32_t *list = p->lists + p->offsets[qi];
@@ -711,6 +1044,10 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                     }
                     if (wide)
                         planes_to_counts9(pl, (uint16_t *)sc->cnt + t * LANES);
+#if ISA_AVX512
+                    else if (sc->gfni)
+                        planes_to_counts8_gfni(pl, sc->cnt + t * LANES);
+#endif
                     else
                         planes_to_counts8(pl, sc->cnt + t * LANES);
                 }
@@ -725,17 +1062,31 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                         quantised_lanes(sc->cnt, shift, width, wide, w, p->scale[j], p->den[j], two_step,
                                         sc->codes + j * LANES);
                     } else {
-                        noisy_lanes(sc->cnt, shift, width, wide, p->wts[i], two_step ? p->scale[j] / p->den[j] : p->scale[j],
-                                    p, j, q, rng, sc->codes + j * LANES);
+                        float sce = two_step ? p->scale[j] / p->den[j] : p->scale[j];
+#if ISA_AVX512
+                        if (!wide && width == 1 && (((p->bpath | p->upath) >> j) & 1)) {
+                            Pending *pd = sc->pending;
+                            if (pd->n > PENDING - LANES) flush_pending(pd, p, q, rng, sc->codes);
+                            byte_lanes(sc->cnt, shift, i, p, j, rng, pd, sc->icodes + j * LANES);
+                            continue;
+                        }
+#endif
+                        noisy_lanes(sc->cnt, shift, width, wide, p->wts[i], sce, p, j, q, rng, sc->codes + j * LANES);
                     }
                 }
             }
+#if ISA_AVX512
+            if (((Pending *)sc->pending)->n) flush_pending(sc->pending, p, q, rng, sc->codes);
+#endif
             for (int j = 0; j < nc; j++) {
                 const vd l0 = vd_set1(p->lev[2 * j]), l1 = vd_set1(p->lev[2 * j + 1]);
                 const float *codes = sc->codes + j * LANES, *exact = sc->exact + j * LANES;
+                const int16_t *icodes = sc->icodes + j * LANES;
+                const int with_i = bytes && (((p->bpath | p->upath) >> j) & 1);
                 for (int v = 0; v < LANES / DW; v++) {
-                    vd a = vd_loadu(sc->acc + DW * v);
-                    vd_storeu(sc->acc + DW * v, vd_add(a, vd_mul(vd_of_floats(codes + DW * v), l0)));
+                    vd a = vd_loadu(sc->acc + DW * v), cv = vd_of_floats(codes + DW * v);
+                    if (with_i) cv = vd_add(cv, vd_of_i16(icodes + DW * v));  /* exact: integers */
+                    vd_storeu(sc->acc + DW * v, vd_add(a, vd_mul(cv, l0)));
                     if (any_exact_all) {
                         vd e = vd_loadu(sc->acc_exact + DW * v);
                         vd_storeu(sc->acc_exact + DW * v, vd_add(e, vd_mul(vd_of_floats(exact + DW * v), l1)));
@@ -764,8 +1115,21 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     sc.exact = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.acc = aligned_alloc(64, LANES * sizeof(double));
     sc.acc_exact = aligned_alloc(64, LANES * sizeof(double));
+    sc.icodes = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(int16_t));
+#if ISA_AVX512
+    __builtin_cpu_init();
+    sc.gfni = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512vbmi") && !(getenv("CIM_DSE_NO_GFNI") && getenv("CIM_DSE_NO_GFNI")[0] == '1');
+#else
+    sc.gfni = 0;
+#endif
+#if ISA_AVX512
+    sc.pending = malloc(sizeof(Pending));
+    if (sc.pending) ((Pending *)sc.pending)->n = 0;
+#else
+    sc.pending = &sc;  /* unused */
+#endif
     int status = 0;
-    if (!sc.planes || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || p->nc > MAX_CYCLES
+    if (!sc.planes || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || !sc.pending || !sc.icodes || p->nc > MAX_CYCLES
         || p->bits > MAX_BITS) {
         status = -1;
     } else {
@@ -785,6 +1149,10 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     free(sc.exact);
     free(sc.acc);
     free(sc.acc_exact);
+    free(sc.icodes);
+#if ISA_AVX512
+    free(sc.pending);
+#endif
     return status;
 }
 
@@ -822,6 +1190,16 @@ int cim_row_lists(const uint16_t *wk, int64_t keep, int64_t n, int wb, int64_t g
         for (int64_t e = next[q]; e < offsets[q + 1]; e++) lists[e] = (int32_t)(keep * scale);
     free(next);
     return 0;
+}
+
+/* whether this build and CPU run the byte-stage noise (AVX-512 VBMI) */
+int cim_byte_noise(void) {
+#if ISA_AVX512
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("avx512vbmi2");
+#else
+    return 0;
+#endif
 }
 
 /* the vector width of this build (16 for AVX-512, 8 for AVX2), for the host's record */

@@ -34,7 +34,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -75,7 +75,16 @@ class Params(ctypes.Structure):
         ("kinds", ctypes.POINTER(ctypes.c_int8)), ("wts", _P_F32), ("scale", _P_F32), ("den", _P_F32),
         ("lev", _P_F64), ("fp", _P_F32), ("ratio", _P_F64), ("fx", _P_F64), ("coef", _P_F32),
         ("rows_nominal", ctypes.c_double), ("levels", ctypes.c_double), ("key", ctypes.c_uint64),
+        ("btab", ctypes.POINTER(ctypes.c_uint8)), ("bm", ctypes.c_int),
+        ("bpath", ctypes.c_int), ("upath", ctypes.c_int),
     ]
+
+
+BYTE_THRESHOLDS = 8
+"""The C kernel's most middle thresholds per count for its byte-stage noise (``BYTE_THRESHOLDS``)."""
+BYTE_ENV = "CIM_DSE_BYTE_NOISE"
+"""Set to 0 to keep every noisy conversion on the quantile sampler (the AVX2 build's, and the only one of CPUs
+without AVX-512 VBMI): the same distribution, other bits."""
 
 
 def cache_dir() -> Path:
@@ -167,6 +176,12 @@ def _library(target: str | None) -> ctypes.CDLL | None:
     dll.cim_row_lists.restype = ctypes.c_int
     dll.cim_row_lists.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int64,
                                   ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+    dll.cim_byte_noise.restype = ctypes.c_int
+    dll.cim_byte_noise.argtypes = []
+    dll.cim_byte_tables.restype = ctypes.c_int
+    dll.cim_byte_tables.argtypes = [ctypes.POINTER(Params), ctypes.c_int, ctypes.c_void_p]
+    dll.cim_shift_tables.restype = ctypes.c_int
+    dll.cim_shift_tables.argtypes = [ctypes.POINTER(Params), ctypes.c_int, ctypes.c_void_p]
     dll.cim_uniforms.restype = None
     dll.cim_uniforms.argtypes = [ctypes.c_uint64, ctypes.c_uint64, ctypes.c_int64, ctypes.c_void_p]
     return dll
@@ -232,6 +247,45 @@ def _ptr(a: np.ndarray, t):  # type: ignore[no-untyped-def]
     return a.ctypes.data_as(t)
 
 
+class ByteNoise(NamedTuple):
+    """The byte-stage noise of one call: its tables (cycle j at ``tables[j]``) and which noisy cycles use them."""
+
+    tables: np.ndarray
+    bm: int  # most middle thresholds of a count among the count-table cycles
+    bpath: int  # bit j: cycle j has count tables (cim_byte_tables)
+    upath: int  # bit j: cycle j has shift tables (cim_shift_tables)
+
+
+def byte_tables(lib: ctypes.CDLL, params: Params, c: CimConfig, tables: Tables) -> ByteNoise:
+    """The byte-stage noise tables of every noisy single-bit cycle: shift tables where the code is the count plus a
+    function of the uniform (levels = full scale), else count tables where a count has at most BYTE_THRESHOLDS
+    middle thresholds; none without VBMI, for wide sums, above 8 weight bits, or with the stage switched off
+    (``CIM_DSE_BYTE_NOISE=0``).
+    The cycles without tables take the quantile sampler."""
+    nc = len(c.cycles)
+    out = np.zeros((nc, 1 + BYTE_THRESHOLDS, 256), np.uint8)
+    noisy = (tables.kinds == 2).any(axis=1)
+    if (not noisy.any() or params.wide or c.weight_bits > 8 or os.environ.get(BYTE_ENV, "1") == "0"
+            or not lib.cim_byte_noise()):  # (the kernel sums the byte-stage codes of 8 weight bits in int16)
+        return ByteNoise(out, 0, 0, 0)
+    most, bpath, upath, done = 0, 0, 0, {}
+    for j in range(nc):
+        if not noisy[j] or c.cycles[j].width != 1:
+            continue
+        key = float(tables.ratio[j])
+        if key in done:  # the same thresholds as an earlier cycle
+            out[j] = out[done[key]]
+            bpath |= ((bpath >> done[key]) & 1) << j
+            upath |= ((upath >> done[key]) & 1) << j
+            continue
+        done[key] = j
+        if lib.cim_shift_tables(ctypes.byref(params), j, out[j].ctypes.data) == 0:
+            upath |= 1 << j
+        elif (m := lib.cim_byte_tables(ctypes.byref(params), j, out[j].ctypes.data)) >= 0:
+            most, bpath = max(most, m), bpath | 1 << j
+    return ByteNoise(out, max(most, 1) if bpath else 0, bpath, upath)
+
+
 def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int, tables: Tables,
              key: np.uint64) -> Tensor:
     """(Bt, M, K) @ (Bt, K, N) through the macro with the bit-sliced kernel; float32 (Bt, M, N)."""
@@ -257,6 +311,7 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
 
     shared = bt > 1 and w.stride(0) == 0  # one weight matrix for every batch element: one set of lists
     lists = offsets = None
+    bn = None
     try:
         for b in range(bt):
             if lists is None or not shared:
@@ -267,12 +322,16 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
                             _ptr(tables.scale, _P_F32), _ptr(tables.den, _P_F32), _ptr(tables.lev, _P_F64),
                             _ptr(tables.fp, _P_F32), _ptr(tables.ratio, _P_F64), _ptr(tables.fx, _P_F64),
                             _ptr(tables.coef, _P_F32), tables.rows, tables.levels, int(key))
+            if bn is None:
+                bn = byte_tables(lib, params, c, tables)
+            params.btab, params.bm = _ptr(bn.tables, ctypes.POINTER(ctypes.c_uint8)), bn.bm
+            params.bpath, params.upath = bn.bpath, bn.upath
             xb = _codes_u8(x[b, :, :keep], c)
             params.ldx = xb.stride(0)
             jobs = [pool.submit(lib.cim_bitsliced, xb.data_ptr(), m, lo, min(blocks, lo + step), b << 32,
                                 ctypes.byref(params), out[b].data_ptr(), n)
                     for lo in range(0, blocks, step)]
-            pending.append((jobs, (params, lists, offsets, xb)))
+            pending.append((jobs, (params, lists, offsets, xb, bn)))
             while len(pending) > 2 * threads:
                 finish(pending.popleft())
         while pending:
