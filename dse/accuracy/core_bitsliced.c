@@ -1,7 +1,7 @@
 /* Bit-sliced CPU kernel of the bit-plane simulator, built and loaded by core_bitsliced.py, for AVX-512F/BW/DQ
    (16-lane vectors) or AVX2 + FMA (8-lane vectors): the compiler's target flags pick the vector layer below, and
    everything after it is written once. Both builds compute the same bits (the same operations in the same order,
-   the 16-lane generator run as two 8-lane halves on AVX2), noise included.
+   the 16-lane generator run as two 8-lane halves on AVX2), noise included when the byte stage (4.) is off.
 
    One call handles blocks of 512 consecutive rows (pixels) of one batch element. Per block:
 
@@ -21,11 +21,17 @@
       exact inverse-CDF code from a 32-bit uniform, as core_kernels' table noise), clamp, round
       half to even, exact (hybrid) cycles, sign and shift-add, exact accumulation in float64.
 
+   4. On AVX-512 VBMI CPUs the noisy single-bit cycles of narrow sums take the byte stage instead (below
+      byte_thresholds): the code decided from the uniform's top byte(s) by 256-entry tables, 64 lanes per
+      byte permute, summed in int16; the 1-2 % of lanes the tables leave undecided take step 3's sampler with
+      their top bits kept. With GFNI the counts become bytes by bit-matrix transposes.
+
    Noise-free results equal core_kernels' bit for bit: every sum before the final division is an
    exact integer in float32/float64, and the rounding steps are the same operations. Noisy codes
    have the same distribution (exact to 2^-32 per code) from another stream: xoshiro128++ in 16
    lanes, seeded per (batch element, block) from the caller's key, so results depend on the key
-   and the block layout (512 rows from the start of each batch element), not on threads.
+   and the block layout (512 rows from the start of each batch element), not on threads; and on
+   whether the byte stage runs (VBMI: the same distribution, other bits).
 
    Compiled with -O2 -ffp-contract=off: the float operations happen as written (no fused
    multiply-adds except the explicit ones of the quantile polynomial). */
@@ -898,7 +904,7 @@ static inline void pend_close(Pending *pd, int n0, int n, int j, float wt) {
 
 /* the pending lanes' codes (noisy_lanes' quantile path on U = top 2^24 + 24 fresh bits, or top 2^24 + top2 2^16 +
    16 fresh bits for the shift cycles), added to codes */
-static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *rng, float *codes) {
+static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *rng, int16_t *icodes) {
     float sces[16] = {0};
     for (int j = 0; j < p->nc && j < 16; j++)
         sces[j] = p->den[0] > 0.0f ? p->scale[j] / p->den[j] : p->scale[j];
@@ -933,7 +939,7 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
                 cv[l] += one[0];
             }
         }
-        for (int l = 0; l < nv; l++) codes[pd->dst[f + l]] += cv[l] * pd->wt[f + l];  /* exact: integers */
+        for (int l = 0; l < nv; l++) icodes[pd->dst[f + l]] += (int16_t)(int)(cv[l] * pd->wt[f + l]);  /* exact */
     }
     pd->n = 0;
     rng[0] = st;
@@ -1021,13 +1027,31 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
     make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->planes);
     const int two_step = p->den[0] > 0.0f;
     const int bytes = ISA_AVX512 && !wide && (p->bpath | p->upath);  /* some cycle's codes in icodes */
+    /* ints: every analog code is in icodes (no noise-free ADC, no quantile-sampler cycle) and each byte-stage
+       cycle's level is +-2^k, k <= 7: then the group's codes are summed in int32 */
+    const int bmask = p->bpath | p->upath;
+    int ints = bytes, ish[MAX_CYCLES] = {0}, ineg[MAX_CYCLES] = {0};
+    for (int j = 0; j < nc && ints; j++) {
+        const int inb = (bmask >> j) & 1;
+        for (int i = 0; i < wb; i++) {
+            const int kind = p->kinds[j * wb + i];
+            if (kind == 1 || (kind == 2 && !inb)) ints = 0;
+        }
+        if (!inb) continue;
+        int e;
+        const double fr = frexp(fabs(p->lev[2 * j]), &e);  /* |lev| = fr 2^e, fr = 1/2 for a power of two */
+        if (fr != 0.5 || e - 1 < 0 || e - 1 > 7) ints = 0;
+        ish[j] = e - 1;
+        ineg[j] = p->lev[2 * j] < 0.0;
+    }
+    (void)ish, (void)ineg;  /* (AVX2 builds: unused) */
     Plane pl[MAX_PLANES];
     for (int col = 0; col < n; col++) {
         memset(sc->acc, 0, LANES * sizeof(double));
         memset(sc->acc_exact, 0, LANES * sizeof(double));
         int any_exact_all = 0;
         for (int g = 0; g < p->groups; g++) {
-            memset(sc->codes, 0, (size_t)nc * LANES * sizeof(float));
+            if (!ints) memset(sc->codes, 0, (size_t)nc * LANES * sizeof(float));
             memset(sc->exact, 0, (size_t)nc * LANES * sizeof(float));
             if (bytes) memset(sc->icodes, 0, (size_t)nc * LANES * sizeof(int16_t));
             for (int i = 0; i < wb; i++) {
@@ -1066,7 +1090,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
 #if ISA_AVX512
                         if (!wide && width == 1 && (((p->bpath | p->upath) >> j) & 1)) {
                             Pending *pd = sc->pending;
-                            if (pd->n > PENDING - LANES) flush_pending(pd, p, q, rng, sc->codes);
+                            if (pd->n > PENDING - LANES) flush_pending(pd, p, q, rng, sc->icodes);
                             byte_lanes(sc->cnt, shift, i, p, j, rng, pd, sc->icodes + j * LANES);
                             continue;
                         }
@@ -1076,17 +1100,35 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                 }
             }
 #if ISA_AVX512
-            if (((Pending *)sc->pending)->n) flush_pending(sc->pending, p, q, rng, sc->codes);
+            if (((Pending *)sc->pending)->n) flush_pending(sc->pending, p, q, rng, sc->icodes);
+            if (ints) {  /* the cycles' codes summed in int32 (exact: below 2^23), then once into acc */
+                for (int v = 0; v < LANES / 16; v++) {
+                    __m512i t = _mm512_setzero_si512();
+                    for (int j = 0; j < nc; j++) {
+                        if (!((bmask >> j) & 1)) continue;
+                        const __m512i c = _mm512_slli_epi32(
+                            _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(sc->icodes + j * LANES + 16 * v))),
+                            (unsigned)ish[j]);
+                        t = ineg[j] ? _mm512_sub_epi32(t, c) : _mm512_add_epi32(t, c);
+                    }
+                    double *a = sc->acc + 16 * v;
+                    _mm512_storeu_pd(a, _mm512_add_pd(_mm512_loadu_pd(a), _mm512_cvtepi32_pd(_mm512_castsi512_si256(t))));
+                    _mm512_storeu_pd(a + 8, _mm512_add_pd(_mm512_loadu_pd(a + 8),
+                                                          _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(t, 1))));
+                }
+            }
 #endif
-            for (int j = 0; j < nc; j++) {
+            for (int j = 0; j < nc && !(ints && !any_exact_all); j++) {
                 const vd l0 = vd_set1(p->lev[2 * j]), l1 = vd_set1(p->lev[2 * j + 1]);
                 const float *codes = sc->codes + j * LANES, *exact = sc->exact + j * LANES;
                 const int16_t *icodes = sc->icodes + j * LANES;
                 const int with_i = bytes && (((p->bpath | p->upath) >> j) & 1);
                 for (int v = 0; v < LANES / DW; v++) {
-                    vd a = vd_loadu(sc->acc + DW * v), cv = vd_of_floats(codes + DW * v);
-                    if (with_i) cv = vd_add(cv, vd_of_i16(icodes + DW * v));  /* exact: integers */
-                    vd_storeu(sc->acc + DW * v, vd_add(a, vd_mul(cv, l0)));
+                    if (!ints) {
+                        vd a = vd_loadu(sc->acc + DW * v), cv = vd_of_floats(codes + DW * v);
+                        if (with_i) cv = vd_add(cv, vd_of_i16(icodes + DW * v));  /* exact: integers */
+                        vd_storeu(sc->acc + DW * v, vd_add(a, vd_mul(cv, l0)));
+                    }
                     if (any_exact_all) {
                         vd e = vd_loadu(sc->acc_exact + DW * v);
                         vd_storeu(sc->acc_exact + DW * v, vd_add(e, vd_mul(vd_of_floats(exact + DW * v), l1)));

@@ -16,7 +16,9 @@ Noise-free results equal the numba kernels' bit for bit. Noisy codes have the sa
 distribution (inverse-CDF sampling of one 32-bit uniform, exact to 2^-32) from another generator:
 xoshiro128++ in 16 lanes, seeded per (batch element, block of 512 rows) from one key drawn from
 the caller's torch generator, so results depend on the generator's state, not on threads or on
-how M is chunked (chunks are whole blocks).
+how M is chunked (chunks are whole blocks). On CPUs with AVX-512 VBMI most noisy codes of single-bit cycles
+come from the kernel's byte stage (:func:`byte_tables`): the same exact distribution, other bits than the
+quantile sampler alone (``CIM_DSE_BYTE_NOISE=0`` switches it off, e.g. to compare with the AVX2 build).
 """
 
 from __future__ import annotations
