@@ -5,7 +5,6 @@ which cycles get which tables, and that the layer's noise keeps its distribution
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import numpy as np
@@ -14,18 +13,11 @@ import torch
 
 from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.core import CimConfig, cim_matmul
+from dse.accuracy.core_bitsliced import byte_noise_for
 
 LIB = core_bitsliced.library()
 pytestmark = pytest.mark.skipif(LIB is None or not LIB.cim_byte_noise(),
                                 reason="needs the AVX-512 build on a CPU with VBMI")
-
-
-def byte_noise(c: CimConfig) -> tuple[core_bitsliced.ByteNoise, core_fused.Tables]:
-    tables = core_fused.Tables(c, torch.float32, "table")
-    params = core_bitsliced.Params(wide=0, ratio=tables.ratio.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-                                   fx=tables.fx.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-                                   levels=tables.levels)
-    return core_bitsliced.byte_tables(LIB, params, c, tables), tables
 
 
 def exact_codes(u32: np.ndarray, s: np.ndarray, tables: core_fused.Tables, j: int) -> np.ndarray:
@@ -57,7 +49,7 @@ def uniforms(n: int, seed: int) -> np.ndarray:
     (CimConfig(rows=200, adc_bits=5, noise_sigma_lsb=0.9), "bpath"),
 ])
 def test_the_tables_decide_the_exact_thresholds_codes(config, path):
-    bn, tables = byte_noise(config)
+    bn, tables = byte_noise_for(config)
     cycles = [j for j in range(len(config.cycles)) if (getattr(bn, path) >> j) & 1]
     assert cycles == list(range(len(config.cycles)))  # every (single-bit) cycle
     assert ((bn.bpath if path == "upath" else bn.upath) & ((1 << len(config.cycles)) - 1)) == 0
@@ -83,18 +75,18 @@ def test_the_tables_decide_the_exact_thresholds_codes(config, path):
 
 
 def test_cycles_the_tables_do_not_cover_take_the_quantile_sampler(monkeypatch):
-    bn, _ = byte_noise(CimConfig(rows=255, adc_bits=8, noise_sigma_pct=1.0, input_bits_per_cycle=2))
+    bn, _ = byte_noise_for(CimConfig(rows=255, adc_bits=8, noise_sigma_pct=1.0, input_bits_per_cycle=2))
     assert bn.bpath == bn.upath == 0  # bit-parallel cycles (width 2)
-    bn, _ = byte_noise(CimConfig(rows=255, adc_bits=6, noise_sigma_pct=8.0))
+    bn, _ = byte_noise_for(CimConfig(rows=255, adc_bits=6, noise_sigma_pct=8.0))
     assert bn.bpath == 0  # too many middle thresholds per count
-    bn, _ = byte_noise(CimConfig(rows=255, adc_bits=8, noise_sigma_lsb=12.0))
+    bn, _ = byte_noise_for(CimConfig(rows=255, adc_bits=8, noise_sigma_lsb=12.0))
     assert bn.bpath == bn.upath == 0  # two thresholds share a top byte in the tails
-    bn, _ = byte_noise(CimConfig(rows=255, adc_bits=10, noise_sigma_pct=1.0))
+    bn, _ = byte_noise_for(CimConfig(rows=255, adc_bits=10, noise_sigma_pct=1.0))
     assert bn.bpath == bn.upath == 0  # codes above a byte
-    bn, _ = byte_noise(CimConfig(rows=255, adc_bits=8, weight_bits=9, noise_sigma_pct=1.0))
+    bn, _ = byte_noise_for(CimConfig(rows=255, adc_bits=8, weight_bits=9, noise_sigma_pct=1.0))
     assert bn.bpath == bn.upath == 0  # the kernel's int16 sums hold 8 weight bits
     monkeypatch.setenv(core_bitsliced.BYTE_ENV, "0")
-    bn, _ = byte_noise(CimConfig(rows=255, adc_bits=8, noise_sigma_pct=1.0))
+    bn, _ = byte_noise_for(CimConfig(rows=255, adc_bits=8, noise_sigma_pct=1.0))
     assert bn.bpath == bn.upath == 0
 
 

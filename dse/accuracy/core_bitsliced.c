@@ -825,8 +825,8 @@ int cim_shift_tables(const Params *p, int j, uint8_t *out) {
     if (p->levels > 255.0 || p->fx[1] != 0.0) return -1;
     for (int s = 0; s < 256; s++)
         if ((double)(float)s * p->ratio[j] != (double)s) return -1;
-    double sigma = p->fx[0], s_nl = p->fx[1];
-    double std = sqrt(sigma * sigma + s_nl * s_nl / 1.0);  /* as fix_lanes (s_nl = 0: the same for every count) */
+    const double sigma = p->fx[0];
+    const double std = sqrt(sigma * sigma + 0.0);  /* fix_lanes' std with s_nl = 0: the same bits for every count */
     int32_t a[2 * SHIFT_RANGE + 1];
     for (int d = -SHIFT_RANGE; d <= SHIFT_RANGE; d++) {
         double x = ((double)d - 0.5) / std;
@@ -903,7 +903,7 @@ static inline void pend_close(Pending *pd, int n0, int n, int j, float wt) {
 }
 
 /* the pending lanes' codes (noisy_lanes' quantile path on U = top 2^24 + 24 fresh bits, or top 2^24 + top2 2^16 +
-   16 fresh bits for the shift cycles), added to codes */
+   16 fresh bits for the shift cycles), added to icodes */
 static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *rng, int16_t *icodes) {
     float sces[16] = {0};
     for (int j = 0; j < p->nc && j < 16; j++)
@@ -1026,10 +1026,10 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
     const int n = p->n, wb = p->wb, bits = p->bits, nc = p->nc, wide = p->wide;
     make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->planes);
     const int two_step = p->den[0] > 0.0f;
-    const int bytes = ISA_AVX512 && !wide && (p->bpath | p->upath);  /* some cycle's codes in icodes */
+    const int bmask = p->bpath | p->upath;  /* the byte-stage cycles */
+    const int bytes = ISA_AVX512 && !wide && bmask;  /* some cycle's codes in icodes */
     /* ints: every analog code is in icodes (no noise-free ADC, no quantile-sampler cycle) and each byte-stage
        cycle's level is +-2^k, k <= 7: then the group's codes are summed in int32 */
-    const int bmask = p->bpath | p->upath;
     int ints = bytes, ish[MAX_CYCLES] = {0}, ineg[MAX_CYCLES] = {0};
     for (int j = 0; j < nc && ints; j++) {
         const int inb = (bmask >> j) & 1;
@@ -1088,7 +1088,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                     } else {
                         float sce = two_step ? p->scale[j] / p->den[j] : p->scale[j];
 #if ISA_AVX512
-                        if (!wide && width == 1 && (((p->bpath | p->upath) >> j) & 1)) {
+                        if (!wide && width == 1 && ((bmask >> j) & 1)) {
                             Pending *pd = sc->pending;
                             if (pd->n > PENDING - LANES) flush_pending(pd, p, q, rng, sc->icodes);
                             byte_lanes(sc->cnt, shift, i, p, j, rng, pd, sc->icodes + j * LANES);
@@ -1122,7 +1122,7 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
                 const vd l0 = vd_set1(p->lev[2 * j]), l1 = vd_set1(p->lev[2 * j + 1]);
                 const float *codes = sc->codes + j * LANES, *exact = sc->exact + j * LANES;
                 const int16_t *icodes = sc->icodes + j * LANES;
-                const int with_i = bytes && (((p->bpath | p->upath) >> j) & 1);
+                const int with_i = bytes && ((bmask >> j) & 1);
                 for (int v = 0; v < LANES / DW; v++) {
                     if (!ints) {
                         vd a = vd_loadu(sc->acc + DW * v), cv = vd_of_floats(codes + DW * v);
@@ -1160,19 +1160,19 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     sc.icodes = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(int16_t));
 #if ISA_AVX512
     __builtin_cpu_init();
-    sc.gfni = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512vbmi") && !(getenv("CIM_DSE_NO_GFNI") && getenv("CIM_DSE_NO_GFNI")[0] == '1');
-#else
-    sc.gfni = 0;
-#endif
-#if ISA_AVX512
+    const char *no_gfni = getenv("CIM_DSE_NO_GFNI");  /* "1": the masked byte adds (tests, A/B) */
+    sc.gfni = __builtin_cpu_supports("gfni") && __builtin_cpu_supports("avx512vbmi") && !(no_gfni && no_gfni[0] == '1');
     sc.pending = malloc(sizeof(Pending));
     if (sc.pending) ((Pending *)sc.pending)->n = 0;
+    const int no_pending = !sc.pending;
 #else
-    sc.pending = &sc;  /* unused */
+    sc.gfni = 0;
+    sc.pending = NULL;  /* no byte stage */
+    const int no_pending = 0;
 #endif
     int status = 0;
-    if (!sc.planes || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || !sc.pending || !sc.icodes || p->nc > MAX_CYCLES
-        || p->bits > MAX_BITS) {
+    if (!sc.planes || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || no_pending || !sc.icodes
+        || p->nc > MAX_CYCLES || p->bits > MAX_BITS) {
         status = -1;
     } else {
         Quantile q;
@@ -1192,9 +1192,7 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     free(sc.acc);
     free(sc.acc_exact);
     free(sc.icodes);
-#if ISA_AVX512
     free(sc.pending);
-#endif
     return status;
 }
 

@@ -285,7 +285,19 @@ def byte_tables(lib: ctypes.CDLL, params: Params, c: CimConfig, tables: Tables) 
             upath |= 1 << j
         elif (m := lib.cim_byte_tables(ctypes.byref(params), j, out[j].ctypes.data)) >= 0:
             most, bpath = max(most, m), bpath | 1 << j
-    return ByteNoise(out, max(most, 1) if bpath else 0, bpath, upath)
+    return ByteNoise(out, most, bpath, upath)
+
+
+def byte_noise_for(c: CimConfig) -> tuple[ByteNoise, Tables]:
+    """The byte-stage tables the kernel would use for ``c`` (narrow sums), with the epilogue tables they came from
+    (tests and benchmarks read them; :func:`simulate` builds them from its own Params)."""
+    from dse.accuracy.core_fused import Tables
+
+    lib = library()
+    assert lib is not None
+    tables = Tables(c, torch.float32, "table")
+    params = Params(wide=0, ratio=_ptr(tables.ratio, _P_F64), fx=_ptr(tables.fx, _P_F64), levels=tables.levels)
+    return byte_tables(lib, params, c, tables), tables
 
 
 def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int, tables: Tables,
