@@ -886,12 +886,25 @@ __attribute__((target("avx512vbmi2"))) static inline int pend64(Pending *pd, int
                                                                 __m512i r2, int with_r2) {
     const __m512i off = _mm512_set1_epi16((short)(64 * c));
     const __mmask32 ulo = (__mmask32)und, uhi = (__mmask32)(und >> 32);
-    _mm512_storeu_si512(pd->dst + n, _mm512_maskz_compress_epi16(ulo, _mm512_add_epi16(lane_lo, off)));
-    _mm512_storeu_si512(pd->dst + n + __builtin_popcount(ulo),
-                        _mm512_maskz_compress_epi16(uhi, _mm512_add_epi16(lane_hi, off)));
-    _mm512_storeu_si512(pd->s + n, _mm512_maskz_compress_epi8(und, s));
-    _mm512_storeu_si512(pd->top + n, _mm512_maskz_compress_epi8(und, r1));
-    if (with_r2) _mm512_storeu_si512(pd->top2 + n, _mm512_maskz_compress_epi8(und, r2));
+    const int nlo = __builtin_popcount(ulo), nall = __builtin_popcountll(und);
+    const __m512i dlo = _mm512_maskz_compress_epi16(ulo, _mm512_add_epi16(lane_lo, off));
+    const __m512i dhi = _mm512_maskz_compress_epi16(uhi, _mm512_add_epi16(lane_hi, off));
+    const __m512i cs = _mm512_maskz_compress_epi8(und, s), ct = _mm512_maskz_compress_epi8(und, r1);
+    __m512i c2 = _mm512_setzero_si512();
+    if (with_r2) c2 = _mm512_maskz_compress_epi8(und, r2);
+    if (__builtin_expect(nall <= 8, 1)) {  /* (almost always: 16-byte stores, half the store work of full vectors) */
+        _mm_storeu_si128((__m128i *)(pd->dst + n), _mm512_castsi512_si128(dlo));
+        _mm_storeu_si128((__m128i *)(pd->dst + n + nlo), _mm512_castsi512_si128(dhi));
+        _mm_storeu_si128((__m128i *)(pd->s + n), _mm512_castsi512_si128(cs));
+        _mm_storeu_si128((__m128i *)(pd->top + n), _mm512_castsi512_si128(ct));
+        if (with_r2) _mm_storeu_si128((__m128i *)(pd->top2 + n), _mm512_castsi512_si128(c2));
+    } else {
+        _mm512_storeu_si512(pd->dst + n, dlo);
+        _mm512_storeu_si512(pd->dst + n + nlo, dhi);
+        _mm512_storeu_si512(pd->s + n, cs);
+        _mm512_storeu_si512(pd->top + n, ct);
+        if (with_r2) _mm512_storeu_si512(pd->top2 + n, c2);
+    }
     return n + __builtin_popcountll(und);
 }
 
@@ -939,7 +952,9 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
                 cv[l] += one[0];
             }
         }
-        for (int l = 0; l < nv; l++) icodes[pd->dst[f + l]] += (int16_t)(int)(cv[l] * pd->wt[f + l]);  /* exact */
+        int32_t iv[16];  /* the codes times +-2^i: exact integers */
+        vi_storeu(iv, _mm512_cvttps_epi32(vf_mul(vf_loadu(cv), vf_loadu(pd->wt + f))));
+        for (int l = 0; l < nv; l++) icodes[pd->dst[f + l]] += (int16_t)iv[l];
     }
     pd->n = 0;
     rng[0] = st;
@@ -962,10 +977,11 @@ BYTES_TARGET static inline void add_codes64(__m512i code, int i, int neg, int16_
 BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(const uint8_t *cnt, int shift, int i,
                                                                              const Params *p, int j, Rng *rng,
                                                                              Pending *pd, int16_t *icodes,
-                                                                             const int shifted) {
+                                                                             const int shifted, const int m) {
     const uint8_t *tab = p->btab + (size_t)j * BYTE_STRIDE;
-    const int m = p->bm, neg = p->wts[i] < 0.0f;
+    const int neg = p->wts[i] < 0.0f;
     const __m512i ones = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512(), bias = _mm512_set1_epi8((char)0x80);
+    const __m512i one = _mm512_set1_epi8(1);
     const __m512i lmax = _mm512_set1_epi8((char)(uint8_t)p->levels);
     const int clamp_l = p->levels < 255.0;
     __m512i bt[4], at[4];  /* shift tables: base and a2, in registers */
@@ -983,7 +999,7 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
         const __m512i s = _mm512_loadu_si512(sc + 64 * c);
         const __m512i r1 = rng_next(&st);
         __m512i code, r2 = zero;
-        __mmask64 und = _mm512_cmpeq_epi8_mask(r1, zero) | _mm512_cmpeq_epi8_mask(r1, ones);
+        __mmask64 und = _mm512_cmple_epu8_mask(_mm512_sub_epi8(r1, ones), one);  /* top byte 0 or 255 */
         if (shifted) {
             r2 = rng_next(&st);
             const __mmask64 hi = _mm512_movepi8_mask(r1);
@@ -997,12 +1013,22 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
             und |= _mm512_cmpeq_epi8_mask(r2, a2);
         } else {
             const __mmask64 hi = _mm512_movepi8_mask(s);
-            const int any_hi = hi != 0;
-            code = lookup256(tab, s, hi, any_hi);
-            for (int k = 0; k < m; k++) {
-                const __m512i t = lookup256(tab + 256 * (1 + k), s, hi, any_hi);
-                code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
-                und |= _mm512_cmpeq_epi8_mask(r1, t);
+            if (__builtin_expect(hi != 0, 0)) {
+                code = lookup256(tab, s, hi, 1);
+                _Pragma("GCC unroll 8")
+                for (int k = 0; k < m; k++) {
+                    const __m512i t = lookup256(tab + 256 * (1 + k), s, hi, 1);
+                    code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
+                    und |= _mm512_cmpeq_epi8_mask(r1, t);
+                }
+            } else {
+                code = lookup256(tab, s, 0, 0);
+                _Pragma("GCC unroll 8")
+                for (int k = 0; k < m; k++) {
+                    const __m512i t = lookup256(tab + 256 * (1 + k), s, 0, 0);
+                    code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
+                    und |= _mm512_cmpeq_epi8_mask(r1, t);
+                }
             }
         }
         add_codes64(_mm512_maskz_mov_epi8(~und, code), i, neg, icodes + 64 * c);
@@ -1014,10 +1040,16 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
 
 BYTES_TARGET STAGE static void byte_lanes(const uint8_t *cnt, int shift, int i, const Params *p, int j, Rng *rng,
                                           Pending *pd, int16_t *icodes) {
-    if ((p->upath >> j) & 1)  /* (specialised: no test in the loop) */
-        byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 1);
-    else
-        byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 0);
+    if ((p->upath >> j) & 1) {  /* (specialised: no test in the loop, the thresholds' loop unrolled) */
+        byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 1, 0);
+        return;
+    }
+    switch (p->bm) {
+#define BYTE_CASE(M) case M: byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 0, M); break;
+        BYTE_CASE(0) BYTE_CASE(1) BYTE_CASE(2) BYTE_CASE(3) BYTE_CASE(4) BYTE_CASE(5) BYTE_CASE(6) BYTE_CASE(7)
+        default: byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 0, BYTE_THRESHOLDS); break;
+#undef BYTE_CASE
+    }
 }
 #endif
 
