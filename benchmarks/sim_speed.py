@@ -8,7 +8,9 @@ noise and with 1 % of full scale noise. Rows of the table:
 - loop: the anchor simulator's structure, written here as the baseline: one matmul per
   (row group, input bit, weight bit) on the unfolded 0/1 planes, each followed by the ADC
   (normalise, noise, clamp, round, rescale) and a shift-add;
-- ours: unfold (channels-last, uint8 codes) + :func:`dse.accuracy.core.cim_matmul`, once per
+- ours: the zero-padded channels-last uint8 codes as :class:`dse.accuracy.conv_rows.ConvRows` (the unfold
+  described, K in the (ky, kx, channel) order of the loop's columns) + :func:`dse.accuracy.core.cim_matmul`: the
+  bit-sliced kernel gathers each block's rows from the image itself, the other paths unfold first. Once per
   epilogue path (``CIM_DSE_KERNEL``): ``torch`` (whole-tensor passes after one batched GEMM),
   ``popcount`` (numba: AND + popcount of packed bit planes fused with the ADC epilogue),
   ``gemm`` (numba: the torch bit-plane GEMM, then the fused epilogue) and, where it builds,
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dse.accuracy import core_bitsliced, core_fused
+from dse.accuracy.conv_rows import ConvRows
 from dse.accuracy.core import CimConfig, cim_matmul
 
 ROWS = 255
@@ -112,12 +115,17 @@ def environment(kernel: str, sampler: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def conv_rows(x: Tensor) -> ConvRows:
+    """The rows of :func:`unfold_cl`, described: padding 1, channels last, K ordered (ky, kx, C)."""
+    return ConvRows.channels_last(F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).contiguous(), (3, 3))
+
+
 def ours_fn(x8: Tensor, wm: Tensor, config: CimConfig, batch: int, kernel: str, sampler: str) -> Callable[[], Tensor]:
     """The layer through cim_matmul on one epilogue path and noise sampler (a fresh generator, seed 1, per call)."""
 
     def ours() -> Tensor:
         with environment(kernel, sampler):
-            y = cim_matmul(unfold_cl(x8), wm, config, generator=torch.Generator().manual_seed(1))
+            y = cim_matmul(conv_rows(x8), wm, config, generator=torch.Generator().manual_seed(1))
         return y.reshape(batch, 32, 32, 64).permute(0, 3, 1, 2)
 
     return ours

@@ -79,6 +79,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from dse.accuracy.conv_rows import ConvRows, explicit
 from dse.accuracy.core_fused import kernel_for, simulate_fused
 from dse.accuracy.core_planes import (
     FP32_EXACT,
@@ -234,7 +235,8 @@ def _exact_arithmetic(c: CimConfig) -> bool:
 # entry point
 
 
-def cim_matmul(x_codes: Tensor, w_codes: Tensor, config: CimConfig, generator: torch.Generator | None = None) -> Tensor:
+def cim_matmul(x_codes: Tensor | ConvRows, w_codes: Tensor, config: CimConfig,
+               generator: torch.Generator | None = None) -> Tensor:
     """``x_codes @ w_codes`` as the CiM macro computes it: float32 ``(..., M, N)`` in the integer domain.
 
     ``x_codes`` (..., M, K): unsigned codes 0..2^X-1, or signed ones (two's-complement range) when
@@ -242,7 +244,13 @@ def cim_matmul(x_codes: Tensor, w_codes: Tensor, config: CimConfig, generator: t
     ``weight_bits`` (the symmetric quantiser uses +-(2^(W-1)-1)). Either may be a float or integer
     tensor holding integers. Batch dims broadcast as in ``torch.matmul``. ``generator`` (on the
     operands' device) makes noisy results reproducible; noise-free results are deterministic.
+
+    ``x_codes`` may also be a :class:`~dse.accuracy.conv_rows.ConvRows`, a convolution's rows (G, M, K) not
+    unfolded; ``w_codes`` is then (K, N) or (G, K, N) and the result (G, M, N), the same bits as with the
+    explicit operand ``x_codes.materialize()``.
     """
+    if isinstance(x_codes, ConvRows):
+        return _conv_rows_matmul(x_codes, w_codes, config, generator)
     _check_operands(x_codes, w_codes, config, generator)
     m, k = x_codes.shape[-2:]
     n = w_codes.shape[-1]
@@ -259,6 +267,28 @@ def cim_matmul(x_codes: Tensor, w_codes: Tensor, config: CimConfig, generator: t
     return out.reshape(*batch, m, n)
 
 
+def _conv_rows_matmul(x: ConvRows, w: Tensor, c: CimConfig, generator: torch.Generator | None) -> Tensor:
+    """cim_matmul of implicit convolution rows: one batch element per conv group."""
+    g, m, k = x.shape
+    if w.dim() == 2:
+        w = w.unsqueeze(0)
+    if w.dim() != 3 or w.shape[0] not in (1, g) or w.shape[1] != k:
+        raise ValueError(f"cim_matmul: w_codes {tuple(w.shape)} do not fit ConvRows {(g, m, k)}: expected "
+                         f"(K, N) or (G, K, N) with K = {k}, G = {g}")
+    if x.signed != c.signed_inputs:
+        raise ValueError(f"cim_matmul: a {x.image.dtype} ConvRows image for signed_inputs={c.signed_inputs} "
+                         f"(expected {'int8' if c.signed_inputs else 'uint8'})")
+    if x.device != w.device:
+        raise ValueError(f"cim_matmul: ConvRows image on {x.device}, w_codes on {w.device}")
+    if generator is not None and c.noisy and torch.device(generator.device).type != x.device.type:
+        raise ValueError(f"cim_matmul: generator on {generator.device}, operands on {x.device}")
+    _check_codes(x.image, w, c)
+    w = w.expand(g, k, w.shape[-1])
+    if 0 in (m, k, w.shape[-1]):
+        return torch.zeros(g, m, w.shape[-1], device=w.device)
+    return _simulate(x, w, c, generator)
+
+
 def _check_operands(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generator | None) -> None:
     """Shapes, devices and code ranges, with errors a caller can act on."""
     if not isinstance(c, CimConfig):
@@ -271,6 +301,11 @@ def _check_operands(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generat
         raise ValueError(f"cim_matmul: x_codes on {x.device}, w_codes on {w.device}")
     if generator is not None and c.noisy and torch.device(generator.device).type != x.device.type:
         raise ValueError(f"cim_matmul: generator on {generator.device}, operands on {x.device}")
+    _check_codes(x, w, c)
+
+
+def _check_codes(x: Tensor, w: Tensor, c: CimConfig) -> None:
+    """Both operands hold codes in the configured ranges."""
     if x.is_complex() or w.is_complex() or x.dtype == torch.bool or w.dtype == torch.bool:
         raise ValueError("cim_matmul: codes must be real integer-valued tensors")
     xlo, xhi, wmax = code_ranges(c)
@@ -306,17 +341,18 @@ def row_groups(k: int, config: CimConfig) -> RowGroups:
     return RowGroups(config.rows, count, k)
 
 
-def _simulate(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generator | None) -> Tensor:
-    """(Bt, M, K) @ (Bt, K, N) through the macro; float32 (Bt, M, N)."""
+def _simulate(x: Tensor | ConvRows, w: Tensor, c: CimConfig, generator: torch.Generator | None) -> Tensor:
+    """(Bt, M, K) @ (Bt, K, N) through the macro; float32 (Bt, M, N). Only the bit-sliced kernel reads ConvRows
+    rows as they are; the other paths take the explicit operand."""
     groups = row_groups(x.shape[-1], c)
     if _exact_arithmetic(c):
-        return _exact_matmul(x[..., : groups.keep], w[:, : groups.keep], c)
+        return _exact_matmul(explicit(x)[..., : groups.keep], w[:, : groups.keep], c)
     kernel = kernel_for(x.device)
     if kernel != "torch":
         out = simulate_fused(x, w, c, groups.size, groups.count, groups.keep, generator, kernel)
         if out is not None:
             return out
-    return simulate_planes(x, w, c, groups.size, groups.count, groups.keep, generator)
+    return simulate_planes(explicit(x), w, c, groups.size, groups.count, groups.keep, generator)
 
 
 # ----------------------------------------------------------------------------------------------

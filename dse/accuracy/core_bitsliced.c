@@ -5,6 +5,8 @@
 
    One call handles blocks of 512 consecutive rows (pixels) of one batch element. Per block:
 
+   0. For a convolution the rows can be implicit (Params.nseg): each block's 512 rows are gathered from the padded
+      channels-last image into scratch (a few segments per row), instead of reading an unfolded operand.
    1. The input codes are turned into bit planes *across rows*: plane (k, t) is one 512-bit vector
       whose bit p is bit t of x[p, k] (16 x 16 byte transposes in registers, then vptestmb, 64 rows per
       instruction; AVX2: a shift and vpmovmskb per 32).
@@ -235,6 +237,12 @@ typedef struct {
     const uint8_t *btab;
     int bm;
     int bpath, upath;
+    /* implicit rows (nseg > 0; a convolution's padded channels-last image, not unfolded): row r of x is zero but
+       for the bytes at x + base(r) + seg[3 s] copied to columns seg[3 s + 1] .. + seg[3 s + 2], with
+       base(r) = (r / rpi) ldi + (r % rpi / ow) ldy + (r % ow) ldw; each block's rows are gathered into scratch */
+    int nseg;
+    const int64_t *seg;
+    int64_t ow, rpi, ldy, ldw, ldi;
 } Params;
 
 #define BYTE_THRESHOLDS 8                            /* most middle thresholds per count */
@@ -1053,10 +1061,10 @@ BYTES_TARGET STAGE static void byte_lanes(const uint8_t *cnt, int shift, int i, 
 }
 #endif
 
-static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, const Quantile *q, Rng *rng,
+static void run_block(const uint8_t *x, int64_t ldx, int64_t rows_valid, const Params *p, const Quantile *q, Rng *rng,
                       Scratch *sc, float *out, int64_t ldo) {
     const int n = p->n, wb = p->wb, bits = p->bits, nc = p->nc, wide = p->wide;
-    make_planes(x, p->ldx, p->kp, rows_valid, bits, sc->planes);
+    make_planes(x, ldx, p->kp, rows_valid, bits, sc->planes);
     const int two_step = p->den[0] > 0.0f;
     const int bmask = p->bpath | p->upath;  /* the byte-stage cycles */
     const int bytes = ISA_AVX512 && !wide && bmask;  /* some cycle's codes in icodes */
@@ -1176,8 +1184,18 @@ static void run_block(const uint8_t *x, int64_t rows_valid, const Params *p, con
 /* ------------------------------------------------------------------------------------------- */
 /* entry point */
 
-/* Blocks [block_lo, block_hi) of one batch element: x (rows, ldx) uint8 codes (row-major, kp used),
-   out (rows, ldo) float32; stream0: the first block's index within its batch element plus
+/* rows [row, row + valid) of the implicit operand (Params: nseg > 0) into stage (rows of ld bytes) */
+static void gather_rows(const uint8_t *x, int64_t row, int64_t valid, const Params *p, uint8_t *stage, int64_t ld) {
+    for (int64_t r = 0; r < valid; r++) {
+        const int64_t g = row + r, within = g % p->rpi;
+        const uint8_t *base = x + g / p->rpi * p->ldi + within / p->ow * p->ldy + within % p->ow * p->ldw;
+        uint8_t *dst = stage + r * ld;
+        for (int s = 0; s < p->nseg; s++) memcpy(dst + p->seg[3 * s + 1], base + p->seg[3 * s], (size_t)p->seg[3 * s + 2]);
+    }
+}
+
+/* Blocks [block_lo, block_hi) of one batch element: x (rows, ldx) uint8 codes (row-major, kp used), or with
+   p->nseg > 0 the image the rows are gathered from, out (rows, ldo) float32; stream0: the first block's index within its batch element plus
    batch * 2^32 (the noise stream of block b is stream0 + b). Returns 0, or -1 when out of memory. */
 int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t block_hi, uint64_t stream0,
                   const Params *p, float *out, int64_t ldo) {
@@ -1202,8 +1220,11 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     sc.pending = NULL;  /* no byte stage */
     const int no_pending = 0;
 #endif
+    const int64_t ldstage = (p->kp + 63) / 64 * 64;
+    uint8_t *stage = p->nseg > 0 ? calloc((size_t)LANES * (size_t)ldstage, 1) : NULL;  /* columns no segment covers: 0 */
     int status = 0;
     if (!sc.planes || !sc.cnt || !sc.codes || !sc.exact || !sc.acc || !sc.acc_exact || no_pending || !sc.icodes
+        || (p->nseg > 0 && !stage)
         || p->nc > MAX_CYCLES || p->bits > MAX_BITS) {
         status = -1;
     } else {
@@ -1214,7 +1235,12 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
             rng_seed(rng, p->key, stream0 + (uint64_t)b);
             int64_t row = b * LANES;
             int64_t valid = rows - row < LANES ? rows - row : LANES;
-            run_block(x + row * p->ldx, valid, p, &q, rng, &sc, out + row * ldo, ldo);
+            if (stage) {
+                gather_rows(x, row, valid, p, stage, ldstage);
+                run_block(stage, ldstage, valid, p, &q, rng, &sc, out + row * ldo, ldo);
+            } else {
+                run_block(x + row * p->ldx, p->ldx, valid, p, &q, rng, &sc, out + row * ldo, ldo);
+            }
         }
     }
     free(sc.planes);
@@ -1225,6 +1251,7 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     free(sc.acc_exact);
     free(sc.icodes);
     free(sc.pending);
+    free(stage);
     return status;
 }
 

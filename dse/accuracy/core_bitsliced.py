@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dse.accuracy.conv_rows import ConvRows
 from dse.accuracy.core_planes import check_integral
 
 if TYPE_CHECKING:
@@ -79,6 +80,8 @@ class Params(ctypes.Structure):
         ("rows_nominal", ctypes.c_double), ("levels", ctypes.c_double), ("key", ctypes.c_uint64),
         ("btab", ctypes.POINTER(ctypes.c_uint8)), ("bm", ctypes.c_int),
         ("bpath", ctypes.c_int), ("upath", ctypes.c_int),
+        ("nseg", ctypes.c_int), ("seg", _P_I64), ("ow", ctypes.c_int64), ("rpi", ctypes.c_int64),
+        ("ldy", ctypes.c_int64), ("ldw", ctypes.c_int64), ("ldi", ctypes.c_int64),
     ]
 
 
@@ -300,11 +303,15 @@ def byte_noise_for(c: CimConfig) -> tuple[ByteNoise, Tables]:
     return byte_tables(lib, params, c, tables), tables
 
 
-def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int, tables: Tables,
-             key: np.uint64) -> Tensor:
-    """(Bt, M, K) @ (Bt, K, N) through the macro with the bit-sliced kernel; float32 (Bt, M, N)."""
+def simulate(x: Tensor | ConvRows, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
+             tables: Tables, key: np.uint64) -> Tensor:
+    """(Bt, M, K) @ (Bt, K, N) through the macro with the bit-sliced kernel; float32 (Bt, M, N). ConvRows rows are
+    gathered by the kernel from the image, batch element b from conv group b's channels."""
     lib = library()
     assert lib is not None
+    seg = x.byte_segments(keep) if isinstance(x, ConvRows) else None
+    if seg is not None and len(seg) == 0:  # no column kept: the (zero) operand itself
+        x, seg = x.materialize(), None
     bt, m, _ = x.shape
     n = w.shape[-1]
     cyc = np.ascontiguousarray(np.array([(cy.shift, cy.width) for cy in c.cycles], np.int64))
@@ -340,9 +347,15 @@ def simulate(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, k
                 bn = byte_tables(lib, params, c, tables)
             params.btab, params.bm = _ptr(bn.tables, ctypes.POINTER(ctypes.c_uint8)), bn.bm
             params.bpath, params.upath = bn.bpath, bn.upath
-            xb = _codes_u8(x[b, :, :keep], c)
-            params.ldx = xb.stride(0)
-            jobs = [pool.submit(lib.cim_bitsliced, xb.data_ptr(), m, lo, min(blocks, lo + step), b << 32,
+            if seg is None:
+                xb = _codes_u8(x[b, :, :keep], c)
+                params.ldx, xptr = xb.stride(0), xb.data_ptr()
+            else:  # (int8 images: the same bytes, two's complement)
+                xb = x.image
+                params.nseg, params.seg = len(seg), _ptr(seg, _P_I64)
+                params.ow, params.rpi, params.ldy, params.ldw, params.ldi = x.row_strides()
+                xptr = xb.data_ptr() + b * x.channels
+            jobs = [pool.submit(lib.cim_bitsliced, xptr, m, lo, min(blocks, lo + step), b << 32,
                                 ctypes.byref(params), out[b].data_ptr(), n)
                     for lo in range(0, blocks, step)]
             pending.append((jobs, (params, lists, offsets, xb, bn)))

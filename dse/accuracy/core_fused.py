@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 
 from dse.accuracy import core_bitsliced, core_planes
+from dse.accuracy.conv_rows import ConvRows, explicit
 from dse.accuracy.core_planes import (
     Buffers,
     Dims,
@@ -254,7 +255,7 @@ def _threads() -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
+def simulate_fused(x: Tensor | ConvRows, w: Tensor, c: CimConfig, group_rows: int, groups: int, keep: int,
                    generator: torch.Generator | None, kernel: str) -> Tensor | None:
     """(Bt, M, K) @ (Bt, K, N) through the macro with the native or numba kernels; float32 (Bt, M, N).
 
@@ -270,6 +271,7 @@ def simulate_fused(x: Tensor, w: Tensor, c: CimConfig, group_rows: int, groups: 
     mod = kernels()
     if mod is None:
         return None
+    x = explicit(x)
     key = _key(tables, generator)
     with _threads():
         if kernel == "popcount":

@@ -24,8 +24,10 @@ fits in a conversion (floor(rows / k^2) input channels per group, as ASiM and a 
 unrolling do); each group is padded with zero rows to the nominal ``rows``, which changes no sum.
 Grouped and depthwise convolutions run as one batched matmul over the groups. Codes of at most 8 bits
 (symmetric weights, no PAC, kernels that fit a conversion) skip the fp32 unfold: the input is cast to bytes
-channels-last and copied once into that layout, rows ordered (ky, kx, channel) inside each group (the
-same sums, so the same results bit for bit, with a quarter of the unfold's bytes; ``benchmarks/sim_memory.py``).
+channels-last and described in that layout as :class:`~dse.accuracy.conv_rows.ConvRows`, rows ordered (ky, kx,
+channel) inside each group (the same sums, so the same results bit for bit); the bit-sliced kernel gathers the
+rows from the padded image itself, the other paths copy them once, with a quarter of the fp32 unfold's bytes
+(``benchmarks/sim_memory.py``).
 
 Digital CiM and PAC (PACiM). ``macro_kind`` records the macro a layer was converted for ("digital": exact
 adder trees, ``adc_bits`` None). With ``pac`` set (a :class:`~dse.accuracy.pac.PacConfig`, from the macro's
@@ -48,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dse.accuracy.conv_rows import ConvRows, Segment
 from dse.accuracy.core import CimConfig, cim_matmul, code_ranges
 from dse.accuracy.layer_errors import ErrorStats
 from dse.accuracy.pac import PacConfig, pac_matmul
@@ -120,7 +123,7 @@ class CimLayer(nn.Module):
             return torch.zeros(1, device=self.weight.device)
         return asymmetric_weight_scale(self.weight, self.config.weight_bits, self.per_channel)[1].reshape(-1)
 
-    def _macro_matmul(self, x: Tensor, w: Tensor, config: CimConfig, fan_in: int,
+    def _macro_matmul(self, x: Tensor | ConvRows, w: Tensor, config: CimConfig, fan_in: int,
                       w_zero: Tensor | None = None) -> Tensor:
         """What the macro returns for codes ``x @ w``: cim_matmul, or PAC when set; UINT codes de-quantised.
 
@@ -239,10 +242,10 @@ class CimConv2d(CimLayer):
 
     def _simulate_bytes(self, x_codes: Tensor, w_codes: Tensor, pad: tuple[int, int], out_shape,
                         config: CimConfig) -> Tensor:
-        """The products of :meth:`_simulate_unfold` from byte codes: the channels-last padded input copied once
-        into the conversion layout, rows ordered (ky, kx, channel) inside each group of whole kernels (the order
+        """The products of :meth:`_simulate_unfold` from byte codes: the channels-last padded input and the
+        conversion layout as ConvRows, rows ordered (ky, kx, channel) inside each group of whole kernels (the order
         of the rows within a conversion changes no sum, so the results are the same bit for bit, noise
-        included); one byte per code instead of the unfold's four, and no rearranging copies."""
+        included); one byte per code instead of the unfold's four, and no unfold at all on the bit-sliced kernel."""
         batch, channels, height, width_in = x_codes.shape
         _, out_ch, out_h, out_w = out_shape
         groups, cg = self.groups, w_codes.shape[1]
@@ -260,6 +263,8 @@ class CimConv2d(CimLayer):
             w[:, j * step : j * step + kk * (c1 - c0)] = wv[..., c0:c1, :].reshape(groups, -1, og)
         w_zero = self._grouped_weight_zero()
         dtype = torch.int8 if config.signed_inputs else torch.uint8
+        segments = tuple(Segment(j * step + (ky * kw + kx) * (c1 - c0), ky, kx, c0, c1 - c0)
+                         for j, (c0, c1) in enumerate(spans) for ky in range(kh) for kx in range(kw))
         chunk = max(1, min(batch, UNFOLD_BUDGET_BYTES // max(groups * positions * k_total, 1)))
         outs = []
         for start in range(0, batch, chunk):
@@ -267,16 +272,8 @@ class CimConv2d(CimLayer):
             b = xb.shape[0]
             xp = xb.new_zeros((b, height + 2 * ph, width_in + 2 * pw, channels), dtype=dtype)
             xp[:, ph : ph + height, pw : pw + width_in] = xb.permute(0, 2, 3, 1)  # integers in range: exact
-            st = xp.stride()
-            patches = xp.as_strided((b, out_h, out_w, kh, kw, channels),
-                                    (st[0], st[1] * sh, st[2] * sw, st[1] * dh, st[2] * dw, st[3]))
-            by_group = patches.unflatten(-1, (groups, cg)).permute(5, 0, 1, 2, 3, 4, 6)  # (G, b, oh, ow, kh, kw, Cg)
-            cols = (torch.zeros if padded else torch.empty)((groups, b, out_h, out_w, k_total), dtype=dtype,
-                                                           device=xb.device)
-            for j, (c0, c1) in enumerate(spans):  # one copy per conversion group, all conv groups at once
-                dst = cols[..., j * step : j * step + kk * (c1 - c0)].unflatten(-1, (kh, kw, c1 - c0))
-                dst.copy_(by_group[..., c0:c1])
-            y = self._macro_matmul(cols.view(groups, b * positions, k_total), w, config, cg * kk, w_zero)
+            rows = ConvRows(xp, (kh, kw), (sh, sw), (dh, dw), groups, segments, k_total)  # (G, b * positions, K)
+            y = self._macro_matmul(rows, w, config, cg * kk, w_zero)
             outs.append(y.reshape(groups, b, positions, -1).permute(1, 0, 3, 2).reshape(b, out_ch, out_h, out_w))
         return torch.cat(outs)
 
