@@ -19,13 +19,15 @@ noise and with 1 % of full scale noise. Rows of the table:
   the default); in the noisy cases the numba paths are timed again with Box-Muller normals
   (``CIM_DSE_NOISE=normal``), and ``normal / table`` is the ratio of the two times (popcount, gemm).
 
-Times are medians of several runs (the loop: fewer); the runs of ours take turns (one call of each
-path and sampler per round), so load changes on the shared machine hit them alike, and
-``os.getloadavg()`` is printed with each case. ``max |ours - loop|`` (noise-free cases) shows that they
+Times are medians of several rounds; in each round every path and sampler of ours runs once, then the loop
+(in the first ``--loop-repeats`` rounds), so load changes on the shared machine hit them alike, and ``loop /
+best`` is the median over the rounds of the loop's time over the fastest table-noise path's time in the same
+round (a paired ratio: the run-to-run drift of this shared VM cancels). ``os.getloadavg()`` is printed with
+each case. ``max |ours - loop|`` (noise-free cases) shows that they
 compute the same thing; the three paths of ours are asserted equal bit for bit without noise.
 The numba kernels are compiled (or loaded from numba's cache) before timing.
 
-    .venv/bin/python benchmarks/sim_speed.py [--batch 64] [--repeats 3] [--loop-repeats 1] [--threads N]
+    .venv/bin/python benchmarks/sim_speed.py [--batch 64] [--repeats 3] [--loop-repeats 3] [--threads N]
 """
 
 from __future__ import annotations
@@ -131,17 +133,19 @@ def ours_fn(x8: Tensor, wm: Tensor, config: CimConfig, batch: int, kernel: str, 
     return ours
 
 
-def timed_interleaved(fns: dict, repeats: int) -> tuple[dict, dict]:
-    """Median wall time of each function over ``repeats`` rounds that call every function once in turn
-    (after one warm-up round), so that the shared machine's load drifts over all of them alike."""
-    results = {k: fn() for k, fn in fns.items()}
+def timed_interleaved(fns: dict, rounds: dict, warm_up: tuple = ()) -> tuple[dict, dict]:
+    """Wall times of each function ``fns[k]`` in the first ``rounds[k]`` of rounds that call the functions once
+    each in turn (after one untimed call of those in ``warm_up``), so that the shared machine's load drifts over
+    all of them alike; returns the lists of times and the last results."""
+    results = {k: fns[k]() for k in warm_up}
     times: dict = {k: [] for k in fns}
-    for _ in range(repeats):
+    for r in range(max(rounds.values())):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
-            results[k] = fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}, results
+            if r < rounds[k]:
+                t0 = time.perf_counter()
+                results[k] = fn()
+                times[k].append(time.perf_counter() - t0)
+    return times, results
 
 
 def load() -> str:
@@ -152,7 +156,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of plain and ours (median)")
-    ap.add_argument("--loop-repeats", type=int, default=1, help="timed runs of the per-cycle loop (median)")
+    ap.add_argument("--loop-repeats", type=int, default=3,
+                    help="timed runs of the per-cycle loop, one in each of the first rounds of ours (median)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
     if args.threads:
@@ -196,7 +201,11 @@ def main() -> None:
         for run in runs:
             with environment(*run):
                 cim_matmul(cols[:64], wm, config)  # numba: compile or load the cached kernels
-        medians, results = timed_interleaved(fns, args.repeats)
+        lg = torch.Generator().manual_seed(2)
+        fns["loop"] = lambda config=config, lg=lg: per_cycle_loop(cols, wm, config, lg)
+        all_times, results = timed_interleaved(fns, {**{run: args.repeats for run in runs}, "loop": args.loop_repeats},
+                                               warm_up=tuple(runs))
+        medians = {k: statistics.median(v) for k, v in all_times.items()}
         times = {kernel: medians[kernel, s] for kernel, s in runs if s == "table"}
         outs = {kernel: results[kernel, s] for kernel, s in runs if s == "table"}
         normal_times = {kernel: medians[kernel, s] for kernel, s in runs if s == "normal"}
@@ -205,12 +214,12 @@ def main() -> None:
             assert torch.equal(y, ref), "lossless case must equal the plain conv"
         if noise == 0:
             assert all(torch.equal(o, y) for o in outs.values()), "the epilogue paths must agree bit for bit"
-        lg = torch.Generator().manual_seed(2)
-        t_loop, y_loop = timed(lambda config=config, lg=lg: per_cycle_loop(cols, wm, config, lg), args.loop_repeats,
-                               warm_up=False)
-        y_loop = y_loop.reshape(args.batch, 32, 32, 64).permute(0, 3, 1, 2)
+        t_loop, y_loop = medians["loop"], results["loop"].reshape(args.batch, 32, 32, 64).permute(0, 3, 1, 2)
         diff = f"{(y - y_loop).abs().max().item():.3g}" if noise == 0 else "(noisy)"
         best = min(times.values())
+        best_times = all_times[min(times, key=times.get), "table"]
+        paired = min(len(all_times["loop"]), len(best_times))  # the rounds that timed both
+        speedup = statistics.median(a / b for a, b in zip(all_times["loop"][:paired], best_times[:paired], strict=True))
         name = f"ADC {adc}, noise {noise:g} %" + (" (lossless)" if config.lossless else "")
         cells = [f"{times[p]:.3f}" if p in times else "(same)" for p in paths]
         cells += [f"{normal_times[p]:.3f}" if p in normal_times else "-" for p in normal_paths]
@@ -218,7 +227,7 @@ def main() -> None:
             cells.append(", ".join(f"{normal_times[p] / times[p]:.2f}x" for p in normal_paths)
                          if normal_times else "-")
         lines.append(f"| {name} | {t_plain:.3f} | {t_loop:.2f} | {' | '.join(cells)} | {best / t_plain:.1f}x "
-                     f"| {t_loop / best:.1f}x | {diff} | {load()} |")
+                     f"| {speedup:.1f}x | {diff} | {load()} |")
         print(lines[-1], flush=True)
     print()
     print("\n".join(lines))

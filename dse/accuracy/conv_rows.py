@@ -110,7 +110,13 @@ class ConvRows:
         windows = self.image.as_strided((b, oh, ow, self.kernel[0], self.kernel[1], c),
                                         (st[0], st[1] * sh, st[2] * sw, st[1] * dh, st[2] * dw, st[3]))
         by_group = windows.unflatten(-1, (g, self.channels)).permute(5, 0, 1, 2, 3, 4, 6)  # (G, B, oh, ow, kh, kw, Cg)
-        out = torch.zeros((g, b, oh, ow, k), dtype=self.image.dtype)
+        if self.segments == ConvRows.channels_last(self.image, self.kernel, groups=g).segments:
+            return by_group.reshape(g, m, k)  # (ky, kx, channel) in K: one copy
+        ends = [0]
+        for s in sorted(self.segments, key=lambda s: s.column):
+            ends.append(s.column + s.length if s.column == ends[-1] else -1)
+        covered = ends[-1] == k  # the segments tile K: no column left to zero
+        out = (torch.empty if covered else torch.zeros)((g, b, oh, ow, k), dtype=self.image.dtype)
         for s in self.segments:
             out[..., s.column : s.column + s.length] = by_group[..., s.ky, s.kx, s.c0 : s.c0 + s.length]
         return out.view(g, m, k)
