@@ -11,7 +11,8 @@ from dse.accuracy import core_bitsliced, core_fused
 from dse.accuracy.conv_rows import ConvRows, Segment
 from dse.accuracy.core import CimConfig, cim_matmul
 
-KERNELS = ["torch", "popcount", *(["bitsliced"] if core_bitsliced.library() is not None else [])]
+KERNELS = ["torch", "popcount", *(["bitsliced"] if core_bitsliced.library() is not None else []),
+           *(["bitsliced-avx2"] if core_bitsliced.isa() == "avx512" else [])]  # the AVX2 build's gather too
 
 
 def image(batch: int, channels: int, h: int, w: int, pad: int, signed: bool, seed: int = 0) -> torch.Tensor:
@@ -48,7 +49,10 @@ def test_cim_matmul_on_conv_rows_equals_the_explicit_operand(kernel_path, signed
                                                              monkeypatch) -> None:
     """The same bits from the implicit and the explicit rows (several 512-row blocks, a partial last one; padded
     conversion groups from a custom layout, or the channels-last one), with a fresh equal generator each time."""
-    monkeypatch.setenv(core_fused.ENV, kernel_path)
+    monkeypatch.setenv(core_fused.ENV, kernel_path.split("-")[0])
+    if kernel_path == "bitsliced-avx2":
+        monkeypatch.setenv("CIM_DSE_BITSLICED_ISA", "avx2")
+        assert core_bitsliced.library().cim_lanes() == 8
     if groups == 1:  # two conversion groups of whole kernels (3 and 5 channels), the first padded to 32 rows
         img = image(3, 8, 22 * stride, 21 * stride, 1, signed, seed=1)
         segments = tuple(Segment(j * 32 + (ky * 3 + kx) * (c1 - c0), ky, kx, c0, c1 - c0)
