@@ -37,6 +37,8 @@ def test_channels_last_rows_equal_f_unfold(kernel, stride, dilation, groups) -> 
     assert torch.equal(rows.materialize().float(), ref)
     # whole kernel rows of one group are contiguous in the image and in K: one run per kernel row
     assert len(rows.byte_segments(k)) == (kernel[0] if groups == 1 and dilation[1] == 1 else kernel[0] * kernel[1])
+    wider = ConvRows(img, kernel, stride, dilation, groups, rows.segments, k + 5)  # 5 zero columns after them
+    assert torch.equal(wider.materialize(), F.pad(rows.materialize(), (0, 5)))
 
 
 @pytest.mark.parametrize("kernel_path", KERNELS)

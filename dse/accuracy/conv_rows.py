@@ -101,7 +101,8 @@ class ConvRows:
         return self.image.device
 
     def materialize(self) -> Tensor:
-        """The explicit operand (G, M, K), the image's dtype: one strided copy per segment."""
+        """The explicit operand (G, M, K), the image's dtype and device: one strided copy per segment (one in all
+        for the channels-last layout)."""
         g, m, k = self.shape
         b, _, _, c = self.image.shape
         oh, ow = self.out_hw
@@ -110,13 +111,15 @@ class ConvRows:
         windows = self.image.as_strided((b, oh, ow, self.kernel[0], self.kernel[1], c),
                                         (st[0], st[1] * sh, st[2] * sw, st[1] * dh, st[2] * dw, st[3]))
         by_group = windows.unflatten(-1, (g, self.channels)).permute(5, 0, 1, 2, 3, 4, 6)  # (G, B, oh, ow, kh, kw, Cg)
-        if self.segments == ConvRows.channels_last(self.image, self.kernel, groups=g).segments:
+        plain = ConvRows.channels_last(self.image, self.kernel, groups=g)
+        if self.segments == plain.segments and self.k == plain.k:
             return by_group.reshape(g, m, k)  # (ky, kx, channel) in K: one copy
         ends = [0]
         for s in sorted(self.segments, key=lambda s: s.column):
             ends.append(s.column + s.length if s.column == ends[-1] else -1)
         covered = ends[-1] == k  # the segments tile K: no column left to zero
-        out = (torch.empty if covered else torch.zeros)((g, b, oh, ow, k), dtype=self.image.dtype)
+        out = (torch.empty if covered else torch.zeros)((g, b, oh, ow, k), dtype=self.image.dtype,
+                                                       device=self.image.device)
         for s in self.segments:
             out[..., s.column : s.column + s.length] = by_group[..., s.ky, s.kx, s.c0 : s.c0 + s.length]
         return out.view(g, m, k)
