@@ -83,6 +83,8 @@ def test_conv_rows_errors_name_what_was_expected() -> None:
         cim_matmul(rows, torch.zeros(36, 2), CimConfig(adc_bits=4, signed_inputs=True))
     with pytest.raises(ValueError, match="outside"):
         ConvRows(img, (3, 3), (1, 1), (1, 1), 1, (Segment(0, 3, 0, 0, 4),), 36)
+    with pytest.raises(ValueError, match="overlap in K"):
+        ConvRows(img, (3, 3), (1, 1), (1, 1), 1, (Segment(0, 0, 0, 0, 4), Segment(3, 0, 1, 0, 4)), 36)
     with pytest.raises(ValueError, match="uint8 or int8"):
         ConvRows(img.float(), (3, 3), (1, 1), (1, 1), 1, (), 36)
     with pytest.raises(ValueError, match="input_bits=4"):  # codes beyond the configured input bits

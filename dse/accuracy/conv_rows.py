@@ -62,6 +62,10 @@ class ConvRows:
                     and s.column + s.length <= self.k):
                 raise ValueError(f"ConvRows: segment {s} outside the kernel {self.kernel}, the group's "
                                  f"{self.channels} channels or K = {self.k}")
+        by_column = sorted(self.segments, key=lambda s: s.column)
+        for a, b in zip(by_column, by_column[1:], strict=False):
+            if a.column + a.length > b.column:  # (the paths would write the shared columns in different orders)
+                raise ValueError(f"ConvRows: segments {a} and {b} overlap in K")
         if min(self.out_hw) < 1:
             raise ValueError(f"ConvRows: the kernel {self.kernel} does not fit the padded image "
                              f"{tuple(self.image.shape[1:3])}")
