@@ -118,10 +118,7 @@ class ConvRows:
         plain = ConvRows.channels_last(self.image, self.kernel, groups=g)
         if self.segments == plain.segments and self.k == plain.k:
             return by_group.reshape(g, m, k)  # (ky, kx, channel) in K: one copy
-        ends = [0]
-        for s in sorted(self.segments, key=lambda s: s.column):
-            ends.append(s.column + s.length if s.column == ends[-1] else -1)
-        covered = ends[-1] == k  # the segments tile K: no column left to zero
+        covered = sum(s.length for s in self.segments) == k  # (no overlaps: they tile K, no column left to zero)
         out = (torch.empty if covered else torch.zeros)((g, b, oh, ow, k), dtype=self.image.dtype,
                                                        device=self.image.device)
         for s in self.segments:

@@ -269,6 +269,7 @@ def cim_matmul(x_codes: Tensor | ConvRows, w_codes: Tensor, config: CimConfig,
 
 def _conv_rows_matmul(x: ConvRows, w: Tensor, c: CimConfig, generator: torch.Generator | None) -> Tensor:
     """cim_matmul of implicit convolution rows: one batch element per conv group."""
+    _check_placement(x.device, w, c, generator, "ConvRows image")
     g, m, k = x.shape
     if w.dim() == 2:
         w = w.unsqueeze(0)
@@ -278,10 +279,6 @@ def _conv_rows_matmul(x: ConvRows, w: Tensor, c: CimConfig, generator: torch.Gen
     if x.signed != c.signed_inputs:
         raise ValueError(f"cim_matmul: a {x.image.dtype} ConvRows image for signed_inputs={c.signed_inputs} "
                          f"(expected {'int8' if c.signed_inputs else 'uint8'})")
-    if x.device != w.device:
-        raise ValueError(f"cim_matmul: ConvRows image on {x.device}, w_codes on {w.device}")
-    if generator is not None and c.noisy and torch.device(generator.device).type != x.device.type:
-        raise ValueError(f"cim_matmul: generator on {generator.device}, operands on {x.device}")
     _check_codes(x.image, w, c)
     w = w.expand(g, k, w.shape[-1])
     if 0 in (m, k, w.shape[-1]):
@@ -291,17 +288,23 @@ def _conv_rows_matmul(x: ConvRows, w: Tensor, c: CimConfig, generator: torch.Gen
 
 def _check_operands(x: Tensor, w: Tensor, c: CimConfig, generator: torch.Generator | None) -> None:
     """Shapes, devices and code ranges, with errors a caller can act on."""
-    if not isinstance(c, CimConfig):
-        raise TypeError(f"config must be a CimConfig, not {type(c).__name__}")
     if x.dim() < 2 or w.dim() < 2:
         raise ValueError(f"cim_matmul: x_codes {tuple(x.shape)} and w_codes {tuple(w.shape)} need >= 2 dims")
     if x.shape[-1] != w.shape[-2]:
         raise ValueError(f"cim_matmul: K mismatch, x_codes {tuple(x.shape)} @ w_codes {tuple(w.shape)}")
-    if x.device != w.device:
-        raise ValueError(f"cim_matmul: x_codes on {x.device}, w_codes on {w.device}")
-    if generator is not None and c.noisy and torch.device(generator.device).type != x.device.type:
-        raise ValueError(f"cim_matmul: generator on {generator.device}, operands on {x.device}")
+    _check_placement(x.device, w, c, generator, "x_codes")
     _check_codes(x, w, c)
+
+
+def _check_placement(device: torch.device, w: Tensor, c: CimConfig, generator: torch.Generator | None,
+                     what: str) -> None:
+    """The config's type, and the operands and generator on one device (``what``: the x operand's name)."""
+    if not isinstance(c, CimConfig):
+        raise TypeError(f"config must be a CimConfig, not {type(c).__name__}")
+    if device != w.device:
+        raise ValueError(f"cim_matmul: {what} on {device}, w_codes on {w.device}")
+    if generator is not None and c.noisy and torch.device(generator.device).type != device.type:
+        raise ValueError(f"cim_matmul: generator on {generator.device}, operands on {device}")
 
 
 def _check_codes(x: Tensor, w: Tensor, c: CimConfig) -> None:

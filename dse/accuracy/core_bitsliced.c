@@ -867,6 +867,23 @@ BYTES_TARGET static inline __m512i lookup256(const uint8_t *tab, __m512i s, __mm
     return _mm512_mask_blend_epi8(hi, lo, up);
 }
 
+/* The count tables' code of 64 lanes (counts s, top bytes r1): the base plus the m middle thresholds below r1; und
+   gains the lanes whose r1 equals one of them. any_hi (a constant where it is called, so each case is one unrolled
+   loop): some count is 128 or more, hi says which. */
+BYTES_TARGET __attribute__((always_inline)) static inline __m512i count_code(const uint8_t *tab, __m512i s, __m512i r1,
+                                                                            __mmask64 hi, const int any_hi,
+                                                                            const int m, __mmask64 *und) {
+    const __m512i ones = _mm512_set1_epi8(-1);
+    __m512i code = lookup256(tab, s, hi, any_hi);
+    _Pragma("GCC unroll 8")
+    for (int k = 0; k < m; k++) {
+        const __m512i t = lookup256(tab + 256 * (1 + k), s, hi, any_hi);
+        code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
+        *und |= _mm512_cmpeq_epi8_mask(r1, t);
+    }
+    return code;
+}
+
 /* Undecided lanes of a group's byte-stage cycles, kept until the group's codes are summed: then their codes come
    from the quantile sampler in full vectors (a few per cent of the lanes, a few per call: one partial vector per
    call would cost as much as the byte stage itself). Packed by compresses in the vector loop: a log of whole
@@ -887,6 +904,14 @@ __attribute__((target("avx512vbmi2"))) static inline void lane_words(int j, __m5
     *hi = _mm512_loadu_si512(l16 + 32);
 }
 
+/* a packed field's first 16 bytes (narrow: half the store work of a full vector), or all 64 */
+static inline void put_packed(void *dst, __m512i v, int narrow) {
+    if (narrow)
+        _mm_storeu_si128((__m128i *)dst, _mm512_castsi512_si128(v));
+    else
+        _mm512_storeu_si512(dst, v);
+}
+
 /* the undecided lanes und of chunk c (lanes 64 c ..) packed into pd from entry n, without branches (with_r2: the
    shift cycles' second bytes too); returns the new count */
 __attribute__((target("avx512vbmi2"))) static inline int pend64(Pending *pd, int n, __mmask64 und, __m512i lane_lo,
@@ -895,25 +920,13 @@ __attribute__((target("avx512vbmi2"))) static inline int pend64(Pending *pd, int
     const __m512i off = _mm512_set1_epi16((short)(64 * c));
     const __mmask32 ulo = (__mmask32)und, uhi = (__mmask32)(und >> 32);
     const int nlo = __builtin_popcount(ulo), nall = __builtin_popcountll(und);
-    const __m512i dlo = _mm512_maskz_compress_epi16(ulo, _mm512_add_epi16(lane_lo, off));
-    const __m512i dhi = _mm512_maskz_compress_epi16(uhi, _mm512_add_epi16(lane_hi, off));
-    const __m512i cs = _mm512_maskz_compress_epi8(und, s), ct = _mm512_maskz_compress_epi8(und, r1);
-    __m512i c2 = _mm512_setzero_si512();
-    if (with_r2) c2 = _mm512_maskz_compress_epi8(und, r2);
-    if (__builtin_expect(nall <= 8, 1)) {  /* (almost always: 16-byte stores, half the store work of full vectors) */
-        _mm_storeu_si128((__m128i *)(pd->dst + n), _mm512_castsi512_si128(dlo));
-        _mm_storeu_si128((__m128i *)(pd->dst + n + nlo), _mm512_castsi512_si128(dhi));
-        _mm_storeu_si128((__m128i *)(pd->s + n), _mm512_castsi512_si128(cs));
-        _mm_storeu_si128((__m128i *)(pd->top + n), _mm512_castsi512_si128(ct));
-        if (with_r2) _mm_storeu_si128((__m128i *)(pd->top2 + n), _mm512_castsi512_si128(c2));
-    } else {
-        _mm512_storeu_si512(pd->dst + n, dlo);
-        _mm512_storeu_si512(pd->dst + n + nlo, dhi);
-        _mm512_storeu_si512(pd->s + n, cs);
-        _mm512_storeu_si512(pd->top + n, ct);
-        if (with_r2) _mm512_storeu_si512(pd->top2 + n, c2);
-    }
-    return n + __builtin_popcountll(und);
+    const int narrow = __builtin_expect(nall <= 8, 1);  /* almost always: 16 bytes hold every packed field */
+    put_packed(pd->dst + n, _mm512_maskz_compress_epi16(ulo, _mm512_add_epi16(lane_lo, off)), narrow);
+    put_packed(pd->dst + n + nlo, _mm512_maskz_compress_epi16(uhi, _mm512_add_epi16(lane_hi, off)), narrow);
+    put_packed(pd->s + n, _mm512_maskz_compress_epi8(und, s), narrow);
+    put_packed(pd->top + n, _mm512_maskz_compress_epi8(und, r1), narrow);
+    if (with_r2) put_packed(pd->top2 + n, _mm512_maskz_compress_epi8(und, r2), narrow);
+    return n + nall;
 }
 
 /* entries n0 .. n - 1 of pd came from cycle j with weight wt */
@@ -1021,23 +1034,8 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
             und |= _mm512_cmpeq_epi8_mask(r2, a2);
         } else {
             const __mmask64 hi = _mm512_movepi8_mask(s);
-            if (__builtin_expect(hi != 0, 0)) {
-                code = lookup256(tab, s, hi, 1);
-                _Pragma("GCC unroll 8")
-                for (int k = 0; k < m; k++) {
-                    const __m512i t = lookup256(tab + 256 * (1 + k), s, hi, 1);
-                    code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
-                    und |= _mm512_cmpeq_epi8_mask(r1, t);
-                }
-            } else {
-                code = lookup256(tab, s, 0, 0);
-                _Pragma("GCC unroll 8")
-                for (int k = 0; k < m; k++) {
-                    const __m512i t = lookup256(tab + 256 * (1 + k), s, 0, 0);
-                    code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
-                    und |= _mm512_cmpeq_epi8_mask(r1, t);
-                }
-            }
+            code = __builtin_expect(hi != 0, 0) ? count_code(tab, s, r1, hi, 1, m, &und)
+                                                : count_code(tab, s, r1, 0, 0, m, &und);
         }
         add_codes64(_mm512_maskz_mov_epi8(~und, code), i, neg, icodes + 64 * c);
         n = pend64(pd, n, und, lane_lo, lane_hi, c, s, r1, r2, shifted);
@@ -1195,8 +1193,8 @@ static void gather_rows(const uint8_t *x, int64_t row, int64_t valid, const Para
 }
 
 /* Blocks [block_lo, block_hi) of one batch element: x (rows, ldx) uint8 codes (row-major, kp used), or with
-   p->nseg > 0 the image the rows are gathered from, out (rows, ldo) float32; stream0: the first block's index within its batch element plus
-   batch * 2^32 (the noise stream of block b is stream0 + b). Returns 0, or -1 when out of memory. */
+   p->nseg > 0 the image the rows are gathered from, out (rows, ldo) float32; stream0: the first block's index
+   within its batch element plus batch * 2^32 (the noise stream of block b is stream0 + b). Returns 0, or -1 when out of memory. */
 int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t block_hi, uint64_t stream0,
                   const Params *p, float *out, int64_t ldo) {
     Scratch sc;
