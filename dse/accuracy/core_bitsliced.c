@@ -9,13 +9,14 @@
       channels-last image into scratch (a few segments per row), instead of reading an unfolded operand.
    1. The input codes are turned into bit planes *across rows*: plane (k, t) is one 512-bit vector
       whose bit p is bit t of x[p, k] (16 x 16 byte transposes in registers, then vptestmb, 64 rows per
-      instruction; AVX2: a shift and vpmovmskb per 32).
+      instruction; AVX2: a shift and vpmovmskb per 32). With GFNI the rows sit in the order its count
+      transposes undo (gfni_row).
    2. A column sum of conversion (group g, weight bit i, input bit t, column n) is the number of
       ones, lane by lane, in the planes (k, t) of the rows k of group g whose weight bit i in
       column n is 1. The weights are fixed, so those rows are a list made once per call; the
-      count of each of the 512 lanes is kept bit-sliced in carry-save form (Harley-Seal: 15
-      full adders of vpternlogq per 16 planes, two instructions each), so one instruction adds
-      about 512 / 2.4 one-bit products, against 512 / 7 for AND + nibble popcount. AVX2 has no
+      count of each of the 512 lanes is kept bit-sliced in carry-save form (Harley-Seal: 31
+      full adders of vpternlogq per 32 planes, two instructions each), so one instruction adds
+      about 512 / 2.1 one-bit products, against 512 / 7 for AND + nibble popcount. AVX2 has no
       ternary logic: five instructions per full adder on each 256-bit half.
    3. The counts are turned into integers (masked adds, 64 or 32 lanes at a time; AVX2: bytes
       expanded from the bits by a shuffle and a compare), combined into the input cycles' digits,
@@ -25,8 +26,9 @@
 
    4. On AVX-512 VBMI CPUs the noisy single-bit cycles of narrow sums take the byte stage instead (below
       byte_thresholds): the code decided from the uniform's top byte(s) by 256-entry tables, 64 lanes per
-      byte permute, summed in int16; the 1-2 % of lanes the tables leave undecided take step 3's sampler with
-      their top bits kept. With GFNI the counts become bytes by bit-matrix transposes.
+      byte permute, summed in int16; the 1-2 % of lanes the tables leave undecided are packed (byte fields:
+      8 cycle + chunk, lane, count, top bytes) and later take step 3's sampler with their top bits kept.
+      With GFNI the counts become bytes by bit-matrix transposes.
 
    Noise-free results equal core_kernels' bit for bit: every sum before the final division is an
    exact integer in float32/float64, and the rounding steps are the same operations. Noisy codes
@@ -417,13 +419,24 @@ static inline TileWord tile_bits(Tile v, int t) { return (uint32_t)_mm256_movema
 #endif
 #define TILE_WORDS (LANES / TILE_ROWS)  /* words of TileWord per plane */
 
+/* The row at bit b of the planes when planes_to_counts8_gfni turns them into counts: its in-lane unpacks leave
+   plane byte 16 L + 2 v + k (bits 8 (16 L + 2 v + k) ..) at counts 8 (8 v + 2 L + k) .., so that byte holds those rows. */
+static inline int64_t gfni_row(int64_t b) {
+    const int64_t g = b >> 3, lane = g >> 4, v = (g >> 1) & 7, k = g & 1;
+    return 8 * (8 * v + 2 * lane + k) + (b & 7);
+}
+
 /* the codes of rows [0, valid) of a block (x: rows of ldk bytes, kp used) -> planes (kp + 1) x bits x 512 bits:
    bit p of plane (k, t) is bit t of x[p, k]; plane kp and rows from valid on are zero */
-STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t valid, int bits, Plane *planes) {
+STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t valid, int bits, int gfni,
+                              Plane *planes) {
     const int64_t kfull = kp / 16 * 16;
     TileWord *words = (TileWord *)planes;  /* word c of plane (k, t): words[(k * bits + t) * TILE_WORDS + c] */
     const uint8_t *row[LANES];
-    for (int64_t r = 0; r < LANES; r++) row[r] = r < valid ? x + r * ldk : zero_row;
+    for (int64_t b = 0; b < LANES; b++) {
+        const int64_t r = gfni ? gfni_row(b) : b;
+        row[b] = r < valid ? x + r * ldk : zero_row;
+    }
     for (int64_t k0 = 0; k0 < kfull; k0 += 16) {  /* all words of 16 planes in turn */
         for (int c = 0; c < TILE_WORDS; c++) {
             const uint8_t *const *rc = row + c * TILE_ROWS;
@@ -469,34 +482,54 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
     } while (0)
 
 /* Lane counts of one chunk of the planes in list (byte offsets from base), bit-sliced into out[0], out[PCHUNKS],
-   ... (np planes): Harley-Seal carry-save accumulation, 16 planes per step, the sixteens rippled into out[4 ..). */
-#define P(j) vp_load(base + list[j])
+   ... (np planes): Harley-Seal carry-save accumulation, 32 planes per step (the two sixteens of a step added into the
+   sixteens by one more full adder, the thirty-twos rippled into out[5 ..)), a last 16-plane step where 16 are left. */
+/* the planes l8[0 .. 7] added into ones .. fours; the eights they carry into e (twosA .. foursB: scratch) */
+#define EIGHT(l8, e)                                                                             \
+    do {                                                                                         \
+        CSA(twosA, ones, ones, vp_load(base + (l8)[0]), vp_load(base + (l8)[1]));                \
+        CSA(twosB, ones, ones, vp_load(base + (l8)[2]), vp_load(base + (l8)[3]));                \
+        CSA(foursA, twos, twos, twosA, twosB);                                                   \
+        CSA(twosA, ones, ones, vp_load(base + (l8)[4]), vp_load(base + (l8)[5]));                \
+        CSA(twosB, ones, ones, vp_load(base + (l8)[6]), vp_load(base + (l8)[7]));                \
+        CSA(foursB, twos, twos, twosA, twosB);                                                   \
+        CSA(e, fours, fours, foursA, foursB);                                                    \
+    } while (0)
+/* the planes l16[0 .. 15] (a statement expression) added into ones .. eights; its value is the sixteens */
+#define SIXTEEN(from)                                                                            \
+    ({                                                                                           \
+        const int32_t *l16 = (from);                                                             \
+        vp twosA, twosB, foursA, foursB, eightsA, eightsB, sixteens_;                            \
+        EIGHT(l16, eightsA);                                                                     \
+        EIGHT(l16 + 8, eightsB);                                                                 \
+        CSA(sixteens_, eights, eights, eightsA, eightsB);                                        \
+        sixteens_;                                                                               \
+    })
 #define COUNT_LIST(NAME, NP)                                                                     \
     STAGE static void NAME(const char *base, const int32_t *list, int64_t len, vp *out) {        \
-        vp ones = vp_zero(), twos = ones, fours = ones, eights = ones;                           \
-        vp hi[NP - 4];                                                                           \
-        for (int b = 0; b < NP - 4; b++) hi[b] = ones;                                           \
-        vp twosA, twosB, foursA, foursB, eightsA, eightsB, sixteens;                             \
-        for (int64_t s = 0; s < len; s += 16, list += 16) {                                      \
-            CSA(twosA, ones, ones, P(0), P(1));                                                  \
-            CSA(twosB, ones, ones, P(2), P(3));                                                  \
-            CSA(foursA, twos, twos, twosA, twosB);                                               \
-            CSA(twosA, ones, ones, P(4), P(5));                                                  \
-            CSA(twosB, ones, ones, P(6), P(7));                                                  \
-            CSA(foursB, twos, twos, twosA, twosB);                                               \
-            CSA(eightsA, fours, fours, foursA, foursB);                                          \
-            CSA(twosA, ones, ones, P(8), P(9));                                                  \
-            CSA(twosB, ones, ones, P(10), P(11));                                                \
-            CSA(foursA, twos, twos, twosA, twosB);                                               \
-            CSA(twosA, ones, ones, P(12), P(13));                                                \
-            CSA(twosB, ones, ones, P(14), P(15));                                                \
-            CSA(foursB, twos, twos, twosA, twosB);                                               \
-            CSA(eightsB, fours, fours, foursA, foursB);                                          \
-            CSA(sixteens, eights, eights, eightsA, eightsB);                                     \
-            vp carry = sixteens;                                                                 \
+        vp ones = vp_zero(), twos = ones, fours = ones, eights = ones, sixteens = ones;          \
+        vp hi[NP - 5];                                                                           \
+        for (int b = 0; b < NP - 5; b++) hi[b] = ones;                                           \
+        int64_t s = 0;                                                                           \
+        for (; s + 32 <= len; s += 32, list += 32) {                                             \
+            const vp sA = SIXTEEN(list), sB = SIXTEEN(list + 16);                                \
+            vp carry;                                                                            \
+            CSA(carry, sixteens, sixteens, sA, sB);                                              \
             _Pragma("GCC unroll 8")                                                              \
-            for (int b = 0; b < NP - 4; b++) {                                                   \
+            for (int b = 0; b < NP - 5; b++) {                                                   \
                 vp nc = vp_and(hi[b], carry);                                                    \
+                hi[b] = vp_xor(hi[b], carry);                                                    \
+                carry = nc;                                                                      \
+            }                                                                                    \
+        }                                                                                        \
+        if (s < len) { /* 16 left */                                                             \
+            vp carry = SIXTEEN(list);                                                            \
+            vp nc = vp_and(sixteens, carry);                                                     \
+            sixteens = vp_xor(sixteens, carry);                                                  \
+            carry = nc;                                                                          \
+            _Pragma("GCC unroll 8")                                                              \
+            for (int b = 0; b < NP - 5; b++) {                                                   \
+                nc = vp_and(hi[b], carry);                                                       \
                 hi[b] = vp_xor(hi[b], carry);                                                    \
                 carry = nc;                                                                      \
             }                                                                                    \
@@ -505,7 +538,8 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
         out[PCHUNKS] = twos;                                                                     \
         out[2 * PCHUNKS] = fours;                                                                \
         out[3 * PCHUNKS] = eights;                                                               \
-        for (int b = 0; b < NP - 4; b++) out[(4 + b) * PCHUNKS] = hi[b];                         \
+        out[4 * PCHUNKS] = sixteens;                                                             \
+        for (int b = 0; b < NP - 5; b++) out[(5 + b) * PCHUNKS] = hi[b];                         \
     }
 
 COUNT_LIST(count_list8, 8)    /* sums up to 255: 8 planes */
@@ -541,38 +575,34 @@ STAGE static void planes_to_counts8(const Plane *pl, uint8_t *cnt) {
 }
 
 #if ISA_AVX512
-/* planes_to_counts8 by bit-matrix transposes (GFNI): the 8 x 8 matrix of the planes' 64-lane words is transposed
-   (three butterfly stages of two-source qword permutes), so that vector c holds word c of every plane; each of its
-   qwords (8 lanes, byte 7 - p from plane p after a byte permute) is then an 8 x 8 bit matrix whose transpose,
-   gf2p8affineqb against the unit bytes, holds the 8 lanes' counts. 48 instructions per 512 lanes, against 128
-   mask loads and masked adds. */
+/* planes_to_counts8 by byte interleaves and bit-matrix transposes (GFNI): three rounds of in-lane unpacks (bytes,
+   words, dwords) gather, in each 128-bit lane of the 8 planes, byte j of every plane into one qword (plane p at byte
+   7 - p): an 8 x 8 bit matrix whose transpose, gf2p8affineqb against the unit bytes, holds the counts of that byte's 8
+   lanes. The unpacks keep the 128-bit lanes, so qword k of lane L of output v holds plane byte 16 L + 2 v + k; the
+   rows were put there by make_planes (gfni_row), so that output v is the counts of rows 64 v .. 64 v + 63 in order.
+   32 in-lane instructions per 512 lanes, against 128 mask loads and masked adds. */
 __attribute__((target("gfni,avx512vbmi"))) STAGE static void planes_to_counts8_gfni(const Plane *pl, uint8_t *cnt) {
-    __m512i r[8];
-    for (int p = 0; p < 8; p++) r[p] = _mm512_load_si512(pl + p);
-    _Pragma("GCC unroll 3")
-    for (int h = 4; h >= 1; h >>= 1) {
-        int64_t ia[8], ib[8];
-        for (int c = 0; c < 8; c++) {
-            ia[c] = (c & h) ? 8 + c - h : c;      /* row p keeps its columns without bit h, takes row p + h's */
-            ib[c] = (c & h) ? 8 + c : c + h;
-        }
-        const __m512i xa = _mm512_loadu_si512(ia), xb = _mm512_loadu_si512(ib);
-        _Pragma("GCC unroll 8")
-        for (int p = 0; p < 8; p++) {
-            if (p & h) continue;
-            const __m512i a = r[p], b = r[p + h];
-            r[p] = _mm512_permutex2var_epi64(a, xa, b);
-            r[p + h] = _mm512_permutex2var_epi64(a, xb, b);
-        }
+    __m512i a[8], b[8];
+    for (int p = 0; p < 8; p++) a[p] = _mm512_load_si512(pl + 7 - p);  /* plane 7 first: the lowest byte */
+    _Pragma("GCC unroll 4")
+    for (int k = 0; k < 4; k++) {  /* bytes of planes (7 - 2k, 6 - 2k) */
+        b[k] = _mm512_unpacklo_epi8(a[2 * k], a[2 * k + 1]);
+        b[4 + k] = _mm512_unpackhi_epi8(a[2 * k], a[2 * k + 1]);
     }
-    uint8_t perm[64];  /* byte 8 q + 7 - p <- byte 8 p + q (qword p: plane p's word) */
-    for (int q = 0; q < 8; q++)
-        for (int p = 0; p < 8; p++) perm[8 * q + 7 - p] = (uint8_t)(8 * p + q);
-    const __m512i bp = _mm512_loadu_si512(perm);
+    _Pragma("GCC unroll 2")
+    for (int h = 0; h < 2; h++)  /* words of planes 7 .. 4 and of 3 .. 0 */
+        _Pragma("GCC unroll 2")
+        for (int k = 0; k < 2; k++) {
+            a[4 * h + k] = _mm512_unpacklo_epi16(b[4 * h + 2 * k], b[4 * h + 2 * k + 1]);
+            a[4 * h + 2 + k] = _mm512_unpackhi_epi16(b[4 * h + 2 * k], b[4 * h + 2 * k + 1]);
+        }
     const __m512i unit = _mm512_set1_epi64((long long)0x8040201008040201ULL);
-    _Pragma("GCC unroll 8")
-    for (int c = 0; c < 8; c++)
-        _mm512_storeu_si512(cnt + 64 * c, _mm512_gf2p8affine_epi64_epi8(unit, _mm512_permutexvar_epi8(bp, r[c]), 0));
+    _Pragma("GCC unroll 4")
+    for (int k = 0; k < 4; k++) {  /* qwords of all 8 planes: outputs 2k and 2k + 1 */
+        const __m512i lo = _mm512_unpacklo_epi32(a[2 * k], a[2 * k + 1]), hi = _mm512_unpackhi_epi32(a[2 * k], a[2 * k + 1]);
+        _mm512_storeu_si512(cnt + 64 * (2 * k), _mm512_gf2p8affine_epi64_epi8(unit, lo, 0));
+        _mm512_storeu_si512(cnt + 64 * (2 * k + 1), _mm512_gf2p8affine_epi64_epi8(unit, hi, 0));
+    }
 }
 #endif
 
@@ -872,14 +902,14 @@ BYTES_TARGET static inline __m512i lookup256(const uint8_t *tab, __m512i s, __mm
    loop): some count is 128 or more, hi says which. */
 BYTES_TARGET __attribute__((always_inline)) static inline __m512i count_code(const uint8_t *tab, __m512i s, __m512i r1,
                                                                             __mmask64 hi, const int any_hi,
-                                                                            const int m, __mmask64 *und) {
+                                                                            const int m, __mmask64 *dec) {
     const __m512i ones = _mm512_set1_epi8(-1);
     __m512i code = lookup256(tab, s, hi, any_hi);
     _Pragma("GCC unroll 8")
     for (int k = 0; k < m; k++) {
         const __m512i t = lookup256(tab + 256 * (1 + k), s, hi, any_hi);
         code = _mm512_mask_sub_epi8(code, _mm512_cmpgt_epu8_mask(r1, t), code, ones);
-        *und |= _mm512_cmpeq_epi8_mask(r1, t);
+        *dec = _mm512_mask_cmpneq_epu8_mask(*dec, r1, t);
     }
     return code;
 }
@@ -891,18 +921,10 @@ BYTES_TARGET __attribute__((always_inline)) static inline __m512i count_code(con
 #define PENDING (4 * LANES)
 typedef struct {
     int n;
-    uint16_t dst[PENDING + 64];            /* index into the group's codes: j * LANES + lane */
-    uint8_t s[PENDING + 64], top[PENDING + 64], top2[PENDING + 64], j[PENDING + 64];  /* top2: shift cycles' R2 */
+    uint8_t jc[PENDING + 64], lane[PENDING + 64];  /* cycle j and chunk c as 8 j + c, the lane within the chunk */
+    uint8_t s[PENDING + 64], top[PENDING + 64], top2[PENDING + 64];  /* top2: shift cycles' R2 */
     float wt[PENDING + 64];
 } Pending;
-
-/* j * LANES + lane for lanes 0 .. 31 (lo) and 32 .. 63 (hi), as words */
-__attribute__((target("avx512vbmi2"))) static inline void lane_words(int j, __m512i *lo, __m512i *hi) {
-    uint16_t l16[64];
-    for (int l = 0; l < 64; l++) l16[l] = (uint16_t)(j * LANES + l);
-    *lo = _mm512_loadu_si512(l16);
-    *hi = _mm512_loadu_si512(l16 + 32);
-}
 
 /* a packed field's first 16 bytes (narrow: half the store work of a full vector), or all 64 */
 static inline void put_packed(void *dst, __m512i v, int narrow) {
@@ -914,25 +936,22 @@ static inline void put_packed(void *dst, __m512i v, int narrow) {
 
 /* the undecided lanes und of chunk c (lanes 64 c ..) packed into pd from entry n, without branches (with_r2: the
    shift cycles' second bytes too); returns the new count */
-__attribute__((target("avx512vbmi2"))) static inline int pend64(Pending *pd, int n, __mmask64 und, __m512i lane_lo,
-                                                                __m512i lane_hi, int c, __m512i s, __m512i r1,
-                                                                __m512i r2, int with_r2) {
-    const __m512i off = _mm512_set1_epi16((short)(64 * c));
-    const __mmask32 ulo = (__mmask32)und, uhi = (__mmask32)(und >> 32);
-    const int nlo = __builtin_popcount(ulo), nall = __builtin_popcountll(und);
-    const int narrow = __builtin_expect(nall <= 8, 1);  /* almost always: 16 bytes hold every packed field */
-    put_packed(pd->dst + n, _mm512_maskz_compress_epi16(ulo, _mm512_add_epi16(lane_lo, off)), narrow);
-    put_packed(pd->dst + n + nlo, _mm512_maskz_compress_epi16(uhi, _mm512_add_epi16(lane_hi, off)), narrow);
+__attribute__((target("avx512vbmi2"))) static inline int pend64(Pending *pd, int n, __mmask64 und, __m512i lanes,
+                                                                __m512i jc, __m512i s, __m512i r1, __m512i r2,
+                                                                int with_r2) {
+    const int nall = __builtin_popcountll(und);
+    const int narrow = __builtin_expect(nall <= 16, 1);  /* almost always: 16 bytes hold every packed field */
+    put_packed(pd->lane + n, _mm512_maskz_compress_epi8(und, lanes), narrow);
+    put_packed(pd->jc + n, jc, narrow);
     put_packed(pd->s + n, _mm512_maskz_compress_epi8(und, s), narrow);
     put_packed(pd->top + n, _mm512_maskz_compress_epi8(und, r1), narrow);
     if (with_r2) put_packed(pd->top2 + n, _mm512_maskz_compress_epi8(und, r2), narrow);
     return n + nall;
 }
 
-/* entries n0 .. n - 1 of pd came from cycle j with weight wt */
-static inline void pend_close(Pending *pd, int n0, int n, int j, float wt) {
+/* entries n0 .. n - 1 of pd came from weight bit i (weight wt; their cycle is in jc) */
+static inline void pend_close(Pending *pd, int n0, int n, float wt) {
     for (int f = n0; f < n; f += 16) vf_storeu(pd->wt + f, vf_set1(wt));  /* the slack past n takes the overrun */
-    memset(pd->j + n0, j, (size_t)(n - n0));
     pd->n = n;
 }
 
@@ -948,7 +967,7 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
     Rng st = rng[0];
     for (int f = 0; f < pd->n; f += 16) {
         const int nv = pd->n - f < 16 ? pd->n - f : 16;
-        const vi jv = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->j + f)));
+        const vi jv = vi_srli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->jc + f))), 3);
         const vi fresh = rng_next(&st);
         const vi hi = vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->top + f))), 24);
         const vi hi2 = vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->top2 + f))), 16);
@@ -967,7 +986,7 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
             vi_storeu(uv, u);
             for (int l = 0; l < 16; l++) {
                 if (!((flag >> l) & 1)) continue;
-                int jl = pd->j[f + l];
+                int jl = pd->jc[f + l] >> 3;
                 float one[1] = {0.0f}, s1 = (float)pd->s[f + l], c1 = cv[l];
                 fix_lanes(1, uv + l, &s1, &c1, p, jl, 1.0f, one);
                 cv[l] += one[0];
@@ -975,7 +994,10 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
         }
         int32_t iv[16];  /* the codes times +-2^i: exact integers */
         vi_storeu(iv, _mm512_cvttps_epi32(vf_mul(vf_loadu(cv), vf_loadu(pd->wt + f))));
-        for (int l = 0; l < nv; l++) icodes[pd->dst[f + l]] += (int16_t)iv[l];
+        int32_t dst[16];  /* j * LANES + 64 c + lane */
+        vi_storeu(dst, vi_add(vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->jc + f))), 6),
+                              _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->lane + f)))));
+        for (int l = 0; l < nv; l++) icodes[dst[l]] += (int16_t)iv[l];
     }
     pd->n = 0;
     rng[0] = st;
@@ -1002,7 +1024,7 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
     const uint8_t *tab = p->btab + (size_t)j * BYTE_STRIDE;
     const int neg = p->wts[i] < 0.0f;
     const __m512i ones = _mm512_set1_epi8(-1), zero = _mm512_setzero_si512(), bias = _mm512_set1_epi8((char)0x80);
-    const __m512i one = _mm512_set1_epi8(1);
+    const __m512i below = _mm512_set1_epi8((char)254);
     const __m512i lmax = _mm512_set1_epi8((char)(uint8_t)p->levels);
     const int clamp_l = p->levels < 255.0;
     __m512i bt[4], at[4];  /* shift tables: base and a2, in registers */
@@ -1010,8 +1032,10 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
         bt[k] = shifted ? _mm512_loadu_si512(tab + 64 * k) : zero;
         at[k] = shifted ? _mm512_loadu_si512(tab + 256 + 64 * k) : zero;
     }
-    __m512i lane_lo, lane_hi;
-    lane_words(j, &lane_lo, &lane_hi);
+    uint8_t l8[64];
+    for (int l = 0; l < 64; l++) l8[l] = (uint8_t)l;
+    const __m512i lanes = _mm512_loadu_si512(l8);
+    __m512i jc = _mm512_set1_epi8((char)(8 * j));  /* 8 j + c */
     Rng st = rng[0];
     const uint8_t *sc = cnt + shift * LANES;
     const int n0 = pd->n;
@@ -1020,7 +1044,7 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
         const __m512i s = _mm512_loadu_si512(sc + 64 * c);
         const __m512i r1 = rng_next(&st);
         __m512i code, r2 = zero;
-        __mmask64 und = _mm512_cmple_epu8_mask(_mm512_sub_epi8(r1, ones), one);  /* top byte 0 or 255 */
+        __mmask64 dec = _mm512_cmplt_epu8_mask(_mm512_add_epi8(r1, ones), below);  /* top byte 1 .. 254 */
         if (shifted) {
             r2 = rng_next(&st);
             const __mmask64 hi = _mm512_movepi8_mask(r1);
@@ -1031,16 +1055,17 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
             const __m512i d = _mm512_mask_sub_epi8(base, _mm512_cmpgt_epu8_mask(r2, a2), base, ones);
             code = _mm512_xor_si512(_mm512_adds_epi8(_mm512_xor_si512(s, bias), d), bias);  /* clamp(s + d, 0, 255) */
             if (clamp_l) code = _mm512_min_epu8(code, lmax);
-            und |= _mm512_cmpeq_epi8_mask(r2, a2);
+            dec = _mm512_mask_cmpneq_epu8_mask(dec, r2, a2);
         } else {
             const __mmask64 hi = _mm512_movepi8_mask(s);
-            code = __builtin_expect(hi != 0, 0) ? count_code(tab, s, r1, hi, 1, m, &und)
-                                                : count_code(tab, s, r1, 0, 0, m, &und);
+            code = __builtin_expect(hi != 0, 0) ? count_code(tab, s, r1, hi, 1, m, &dec)
+                                                : count_code(tab, s, r1, 0, 0, m, &dec);
         }
-        add_codes64(_mm512_maskz_mov_epi8(~und, code), i, neg, icodes + 64 * c);
-        n = pend64(pd, n, und, lane_lo, lane_hi, c, s, r1, r2, shifted);
+        add_codes64(_mm512_maskz_mov_epi8(dec, code), i, neg, icodes + 64 * c);
+        n = pend64(pd, n, ~dec, lanes, jc, s, r1, r2, shifted);
+        jc = _mm512_sub_epi8(jc, ones);
     }
-    pend_close(pd, n0, n, j, p->wts[i]);
+    pend_close(pd, n0, n, p->wts[i]);
     rng[0] = st;
 }
 
@@ -1062,7 +1087,7 @@ BYTES_TARGET STAGE static void byte_lanes(const uint8_t *cnt, int shift, int i, 
 static void run_block(const uint8_t *x, int64_t ldx, int64_t rows_valid, const Params *p, const Quantile *q, Rng *rng,
                       Scratch *sc, float *out, int64_t ldo) {
     const int n = p->n, wb = p->wb, bits = p->bits, nc = p->nc, wide = p->wide;
-    make_planes(x, ldx, p->kp, rows_valid, bits, sc->planes);
+    make_planes(x, ldx, p->kp, rows_valid, bits, sc->gfni && !wide, sc->planes);
     const int two_step = p->den[0] > 0.0f;
     const int bmask = p->bpath | p->upath;  /* the byte-stage cycles */
     const int bytes = ISA_AVX512 && !wide && bmask;  /* some cycle's codes in icodes */
