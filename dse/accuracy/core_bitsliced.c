@@ -9,15 +9,17 @@
       channels-last image into scratch (a few segments per row), instead of reading an unfolded operand.
    1. The input codes are turned into bit planes *across rows*: plane (k, t) is one 512-bit vector
       whose bit p is bit t of x[p, k] (16 x 16 byte transposes in registers, then vptestmb, 64 rows per
-      instruction; AVX2: a shift and vpmovmskb per 32). With GFNI the rows sit in the order its count
-      transposes undo (gfni_row).
+      instruction; AVX2: a shift and vpmovmskb per 32). The planes are input-bit major (those of bit t
+      together, 16 KB for 256 rows), so the lists of one input bit reuse them from L1; with GFNI the rows
+      sit in the order its count transposes undo (gfni_row).
    2. A column sum of conversion (group g, weight bit i, input bit t, column n) is the number of
       ones, lane by lane, in the planes (k, t) of the rows k of group g whose weight bit i in
       column n is 1. The weights are fixed, so those rows are a list made once per call; the
       count of each of the 512 lanes is kept bit-sliced in carry-save form (Harley-Seal: 31
       full adders of vpternlogq per 32 planes, two instructions each), so one instruction adds
       about 512 / 2.1 one-bit products, against 512 / 7 for AND + nibble popcount. AVX2 has no
-      ternary logic: five instructions per full adder on each 256-bit half.
+      ternary logic: five instructions per full adder on each 256-bit half. Per (group, column) the
+      loop runs cycle by cycle, the cycle's input bits, then every weight bit's list on them.
    3. The counts are turned into integers (masked adds, 64 or 32 lanes at a time; AVX2: bytes
       expanded from the bits by a shuffle and a compare), combined into the input cycles' digits,
       and the ADC epilogue runs on 16 (AVX2: 8) lanes at a time: scale, noise (an
@@ -431,7 +433,7 @@ static inline int64_t gfni_row(int64_t b) {
 STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t valid, int bits, int gfni,
                               Plane *planes) {
     const int64_t kfull = kp / 16 * 16;
-    TileWord *words = (TileWord *)planes;  /* word c of plane (k, t): words[(k * bits + t) * TILE_WORDS + c] */
+    TileWord *words = (TileWord *)planes;  /* word c of plane (k, t): words[(t * (kp + 1) + k) * TILE_WORDS + c] */
     const uint8_t *row[LANES];
     for (int64_t b = 0; b < LANES; b++) {
         const int64_t r = gfni ? gfni_row(b) : b;
@@ -453,10 +455,10 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
                 _Pragma("GCC unroll 16")
                 for (int i = 0; i < 16; i++) a[i] = b[i];
             }
-            TileWord *w = words + k0 * bits * TILE_WORDS + c;
+            TileWord *w = words + k0 * TILE_WORDS + c;
             _Pragma("GCC unroll 16")
             for (int j = 0; j < 16; j++)
-                for (int t = 0; t < bits; t++) w[(j * bits + t) * TILE_WORDS] = tile_bits(a[j], t);
+                for (int t = 0; t < bits; t++) w[(t * (kp + 1) + j) * TILE_WORDS] = tile_bits(a[j], t);
         }
     }
     for (int64_t k = kfull; k < kp; k++) {  /* the last columns, byte by byte */
@@ -468,10 +470,10 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
             }
             Tile v;
             memcpy(&v, col, sizeof v);
-            for (int t = 0; t < bits; t++) words[(k * bits + t) * TILE_WORDS + c] = tile_bits(v, t);
+            for (int t = 0; t < bits; t++) words[(t * (kp + 1) + k) * TILE_WORDS + c] = tile_bits(v, t);
         }
     }
-    memset(planes + kp * bits, 0, (size_t)bits * sizeof(Plane));
+    for (int t = 0; t < bits; t++) memset(planes + t * (kp + 1) + kp, 0, sizeof(Plane));
 }
 
 #define CSA(h, l, a, b, c)                   \
@@ -1117,36 +1119,40 @@ static void run_block(const uint8_t *x, int64_t ldx, int64_t rows_valid, const P
             if (!ints) memset(sc->codes, 0, (size_t)nc * LANES * sizeof(float));
             memset(sc->exact, 0, (size_t)nc * LANES * sizeof(float));
             if (bytes) memset(sc->icodes, 0, (size_t)nc * LANES * sizeof(int16_t));
-            for (int i = 0; i < wb; i++) {
-                int64_t qi = ((int64_t)g * n + col) * wb + i;
-                const int32_t *list = p->lists + p->offsets[qi];
-                int64_t len = p->offsets[qi + 1] - p->offsets[qi];
-                for (int t = 0; t < bits; t++) {
-                    const char *base = (const char *)(sc->planes + t);
-                    for (int h = 0; h < PCHUNKS; h++) {
+            for (int j = 0; j < nc; j++) {  /* the cycle's counts for every weight bit, input bit by input bit */
+                const int shift = (int)p->cyc[2 * j], width = (int)p->cyc[2 * j + 1];
+                for (int b = 0; b < width; b++) {
+                    const char *base = (const char *)(sc->planes + (shift + b) * (p->kp + 1));
+                    for (int i = 0; i < wb; i++) {
+                        const int64_t qi = ((int64_t)g * n + col) * wb + i;
+                        const int32_t *list = p->lists + p->offsets[qi];
+                        const int64_t len = p->offsets[qi + 1] - p->offsets[qi];
+                        for (int h = 0; h < PCHUNKS; h++) {
+                            if (wide)
+                                count_list9(base + h * sizeof(vp), list, len, (vp *)pl + h);
+                            else
+                                count_list8(base + h * sizeof(vp), list, len, (vp *)pl + h);
+                        }
+                        const int64_t at = ((int64_t)i * width + b) * LANES;  /* counts of (i, b) */
                         if (wide)
-                            count_list9(base + h * sizeof(vp), list, len, (vp *)pl + h);
-                        else
-                            count_list8(base + h * sizeof(vp), list, len, (vp *)pl + h);
-                    }
-                    if (wide)
-                        planes_to_counts9(pl, (uint16_t *)sc->cnt + t * LANES);
+                            planes_to_counts9(pl, (uint16_t *)sc->cnt + at);
 #if ISA_AVX512
-                    else if (sc->gfni)
-                        planes_to_counts8_gfni(pl, sc->cnt + t * LANES);
+                        else if (sc->gfni)
+                            planes_to_counts8_gfni(pl, sc->cnt + at);
 #endif
-                    else
-                        planes_to_counts8(pl, sc->cnt + t * LANES);
+                        else
+                            planes_to_counts8(pl, sc->cnt + at);
+                    }
                 }
-                const vf w = vf_set1(p->wts[i]);
-                for (int j = 0; j < nc; j++) {
-                    int kind = p->kinds[j * wb + i];
-                    int shift = (int)p->cyc[2 * j], width = (int)p->cyc[2 * j + 1];
+                for (int i = 0; i < wb; i++) {
+                    const int kind = p->kinds[j * wb + i];
+                    const uint8_t *cnt = sc->cnt + (size_t)i * width * LANES * (wide ? 2 : 1);
+                    const vf w = vf_set1(p->wts[i]);
                     if (kind == 0) {
                         any_exact_all = 1;
-                        exact_lanes(sc->cnt, shift, width, wide, w, sc->exact + j * LANES);
+                        exact_lanes(cnt, 0, width, wide, w, sc->exact + j * LANES);
                     } else if (kind == 1) {
-                        quantised_lanes(sc->cnt, shift, width, wide, w, p->scale[j], p->den[j], two_step,
+                        quantised_lanes(cnt, 0, width, wide, w, p->scale[j], p->den[j], two_step,
                                         sc->codes + j * LANES);
                     } else {
                         float sce = two_step ? p->scale[j] / p->den[j] : p->scale[j];
@@ -1154,11 +1160,11 @@ static void run_block(const uint8_t *x, int64_t ldx, int64_t rows_valid, const P
                         if (!wide && width == 1 && ((bmask >> j) & 1)) {
                             Pending *pd = sc->pending;
                             if (pd->n > PENDING - LANES) flush_pending(pd, p, q, rng, sc->icodes);
-                            byte_lanes(sc->cnt, shift, i, p, j, rng, pd, sc->icodes + j * LANES);
+                            byte_lanes(cnt, 0, i, p, j, rng, pd, sc->icodes + j * LANES);
                             continue;
                         }
 #endif
-                        noisy_lanes(sc->cnt, shift, width, wide, p->wts[i], sce, p, j, q, rng, sc->codes + j * LANES);
+                        noisy_lanes(cnt, 0, width, wide, p->wts[i], sce, p, j, q, rng, sc->codes + j * LANES);
                     }
                 }
             }
@@ -1225,7 +1231,7 @@ int cim_bitsliced(const uint8_t *x, int64_t rows, int64_t block_lo, int64_t bloc
     Scratch sc;
     size_t planes_bytes = (size_t)(p->kp + 1) * p->bits * sizeof(Plane);
     sc.planes = aligned_alloc(64, planes_bytes);
-    sc.cnt = aligned_alloc(64, (size_t)MAX_BITS * LANES * sizeof(uint16_t));
+    sc.cnt = aligned_alloc(64, (size_t)p->wb * p->bits * LANES * sizeof(uint16_t));  /* weight x input bits */
     sc.codes = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.exact = aligned_alloc(64, (size_t)MAX_CYCLES * LANES * sizeof(float));
     sc.acc = aligned_alloc(64, LANES * sizeof(double));
@@ -1323,6 +1329,10 @@ int cim_byte_noise(void) {
     return 0;
 #endif
 }
+
+/* the byte offset of row k's planes from those of row 0 (input bit t's planes are at t (kp + 1) planes): k times
+   this, the scale of cim_row_lists */
+int cim_row_scale(void) { return (int)sizeof(Plane); }
 
 /* the vector width of this build (16 for AVX-512, 8 for AVX2), for the host's record */
 int cim_lanes(void) { return W; }

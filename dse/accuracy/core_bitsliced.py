@@ -330,13 +330,15 @@ def simulate(x: Tensor | ConvRows, w: Tensor, c: CimConfig, group_rows: int, gro
         if any(j.result() != 0 for j in entry[0]):
             raise MemoryError("cim_matmul: the bit-sliced kernel could not allocate its scratch")
 
+    # the planes' byte offset per row (kernel sources from before cim_row_scale, timed by kernel_ab, were bit-major)
+    row_scale = lib.cim_row_scale() if hasattr(lib, "cim_row_scale") else 64 * c.input_bits
     shared = bt > 1 and w.stride(0) == 0  # one weight matrix for every batch element: one set of lists
     lists = offsets = None
     bn = None
     try:
         for b in range(bt):
             if lists is None or not shared:
-                lists, offsets = row_lists(w[b], c, group_rows, groups, keep, 64 * c.input_bits)  # planes' bytes
+                lists, offsets = row_lists(w[b], c, group_rows, groups, keep, row_scale)  # planes' bytes
             params = Params(keep, 0, n, c.weight_bits, c.input_bits, groups, len(c.cycles), int(group_rows > 255),
                             _ptr(lists, ctypes.POINTER(ctypes.c_int32)), _ptr(offsets, _P_I64), _ptr(cyc, _P_I64),
                             _ptr(kinds, ctypes.POINTER(ctypes.c_int8)), _ptr(tables.wts, _P_F32),
