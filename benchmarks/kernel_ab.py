@@ -37,6 +37,8 @@ def load(source: Path, folder: Path) -> ctypes.CDLL:
         dll = core_bitsliced._library.__wrapped__("avx512")
     if dll is None:
         raise SystemExit(f"kernel_ab.py: {source} does not build here (needs cc and an AVX-512 CPU)")
+    if not hasattr(dll, "cim_row_scale"):  # a source before afcea77: planes bit-major, 64 bytes per (row, input bit)
+        dll.cim_row_scale = lambda: 64 * BITS
     return dll
 
 

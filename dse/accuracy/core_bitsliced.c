@@ -422,7 +422,8 @@ static inline TileWord tile_bits(Tile v, int t) { return (uint32_t)_mm256_movema
 #define TILE_WORDS (LANES / TILE_ROWS)  /* words of TileWord per plane */
 
 /* The row at bit b of the planes when planes_to_counts8_gfni turns them into counts: its in-lane unpacks leave
-   plane byte 16 L + 2 v + k (bits 8 (16 L + 2 v + k) ..) at counts 8 (8 v + 2 L + k) .., so that byte holds those rows. */
+   plane byte 16 L + 2 v + k (bits 8 (16 L + 2 v + k) ..) at counts 8 (8 v + 2 L + k) .., so that byte holds those
+   rows. */
 static inline int64_t gfni_row(int64_t b) {
     const int64_t g = b >> 3, lane = g >> 4, v = (g >> 1) & 7, k = g & 1;
     return 8 * (8 * v + 2 * lane + k) + (b & 7);
@@ -507,6 +508,16 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
         CSA(sixteens_, eights, eights, eightsA, eightsB);                                        \
         sixteens_;                                                                               \
     })
+/* carry added into the bit-sliced counter hi[0 .. nh - 1] (half adders) */
+#define RIPPLE(hi, nh, carry)                                                                    \
+    do {                                                                                         \
+        _Pragma("GCC unroll 8")                                                                  \
+        for (int b = 0; b < (nh); b++) {                                                         \
+            const vp nc = vp_and(hi[b], carry);                                                  \
+            hi[b] = vp_xor(hi[b], carry);                                                        \
+            carry = nc;                                                                          \
+        }                                                                                        \
+    } while (0)
 #define COUNT_LIST(NAME, NP)                                                                     \
     STAGE static void NAME(const char *base, const int32_t *list, int64_t len, vp *out) {        \
         vp ones = vp_zero(), twos = ones, fours = ones, eights = ones, sixteens = ones;          \
@@ -517,24 +528,14 @@ STAGE static void make_planes(const uint8_t *x, int64_t ldk, int64_t kp, int64_t
             const vp sA = SIXTEEN(list), sB = SIXTEEN(list + 16);                                \
             vp carry;                                                                            \
             CSA(carry, sixteens, sixteens, sA, sB);                                              \
-            _Pragma("GCC unroll 8")                                                              \
-            for (int b = 0; b < NP - 5; b++) {                                                   \
-                vp nc = vp_and(hi[b], carry);                                                    \
-                hi[b] = vp_xor(hi[b], carry);                                                    \
-                carry = nc;                                                                      \
-            }                                                                                    \
+            RIPPLE(hi, NP - 5, carry);                                                           \
         }                                                                                        \
         if (s < len) { /* 16 left */                                                             \
             vp carry = SIXTEEN(list);                                                            \
-            vp nc = vp_and(sixteens, carry);                                                     \
+            const vp nc = vp_and(sixteens, carry);                                               \
             sixteens = vp_xor(sixteens, carry);                                                  \
             carry = nc;                                                                          \
-            _Pragma("GCC unroll 8")                                                              \
-            for (int b = 0; b < NP - 5; b++) {                                                   \
-                nc = vp_and(hi[b], carry);                                                       \
-                hi[b] = vp_xor(hi[b], carry);                                                    \
-                carry = nc;                                                                      \
-            }                                                                                    \
+            RIPPLE(hi, NP - 5, carry);                                                           \
         }                                                                                        \
         out[0] = ones;                                                                           \
         out[PCHUNKS] = twos;                                                                     \
@@ -601,7 +602,8 @@ __attribute__((target("gfni,avx512vbmi"))) STAGE static void planes_to_counts8_g
     const __m512i unit = _mm512_set1_epi64((long long)0x8040201008040201ULL);
     _Pragma("GCC unroll 4")
     for (int k = 0; k < 4; k++) {  /* qwords of all 8 planes: outputs 2k and 2k + 1 */
-        const __m512i lo = _mm512_unpacklo_epi32(a[2 * k], a[2 * k + 1]), hi = _mm512_unpackhi_epi32(a[2 * k], a[2 * k + 1]);
+        const __m512i lo = _mm512_unpacklo_epi32(a[2 * k], a[2 * k + 1]);
+        const __m512i hi = _mm512_unpackhi_epi32(a[2 * k], a[2 * k + 1]);
         _mm512_storeu_si512(cnt + 64 * (2 * k), _mm512_gf2p8affine_epi64_epi8(unit, lo, 0));
         _mm512_storeu_si512(cnt + 64 * (2 * k + 1), _mm512_gf2p8affine_epi64_epi8(unit, hi, 0));
     }
@@ -641,8 +643,8 @@ STAGE static void planes_to_counts9(const Plane *pl, uint16_t *cnt) {
 /* one block */
 
 typedef struct {
-    Plane *planes;                   /* (kp + 1) x bits */
-    uint8_t *cnt;                    /* bits x 512 counts: uint8, or uint16 when wide */
+    Plane *planes;                   /* bits x (kp + 1): input-bit major */
+    uint8_t *cnt;                    /* one cycle's wb x width x 512 counts: uint8, or uint16 when wide */
     float *codes;                    /* nc x 512 */
     float *exact;                    /* nc x 512 */
     double *acc, *acc_exact;         /* 512 */
@@ -666,13 +668,13 @@ static void fix_lanes(vm flag, const uint32_t *uv, const float *sv, const float 
     }
 }
 
-/* column sums of W lanes of one cycle (from lane W v): its input bits' counts, shifted, as float32 */
-static inline vf lane_sums(const uint8_t *cnt, int shift, int width, int wide, int v) {
-    if (!wide && width == 1) return vf_cvt(vi_u8(cnt + shift * LANES + W * v));
+/* column sums of W lanes of one cycle (from lane W v): its input bits' counts (rows 0 .. width - 1 of cnt), shifted,
+   as float32 */
+static inline vf lane_sums(const uint8_t *cnt, int width, int wide, int v) {
+    if (!wide && width == 1) return vf_cvt(vi_u8(cnt + W * v));
     vi si = vi_set1(0);
     for (int b = 0; b < width; b++) {
-        vi cb = wide ? vi_u16((const uint16_t *)cnt + (shift + b) * LANES + W * v)
-                     : vi_u8(cnt + (shift + b) * LANES + W * v);
+        vi cb = wide ? vi_u16((const uint16_t *)cnt + b * LANES + W * v) : vi_u8(cnt + b * LANES + W * v);
         si = vi_add(si, vi_slli(cb, b));
     }
     return vf_cvt(si);
@@ -683,19 +685,19 @@ static inline vf lane_sums(const uint8_t *cnt, int shift, int width, int wide, i
     do {                                                                    \
         if (!wide && width == 1) {                                          \
             for (int v = 0; v < LANES / W; v++) {                           \
-                const vf s = lane_sums(cnt, shift, 1, 0, v);                \
+                const vf s = lane_sums(cnt, 1, 0, v);                       \
                 BODY                                                        \
             }                                                               \
         } else {                                                            \
             for (int v = 0; v < LANES / W; v++) {                           \
-                const vf s = lane_sums(cnt, shift, width, wide, v);         \
+                const vf s = lane_sums(cnt, width, wide, v);                \
                 BODY                                                        \
             }                                                               \
         }                                                                   \
     } while (0)
 
 /* exact (digital) cycle: exact += s * w */
-static inline void exact_lanes(const uint8_t *cnt, int shift, int width, int wide, vf w, float *exact) {
+static inline void exact_lanes(const uint8_t *cnt, int width, int wide, vf w, float *exact) {
     FOR_VECTORS({
         vf e = vf_loadu(exact + W * v);
         vf_storeu(exact + W * v, vf_fma(s, w, e));  /* exact: integers below 2^24 */
@@ -703,8 +705,8 @@ static inline void exact_lanes(const uint8_t *cnt, int shift, int width, int wid
 }
 
 /* noise-free ADC: codes += rint(s * scale [/ den]) * w */
-STAGE static void quantised_lanes(const uint8_t *cnt, int shift, int width, int wide, vf w, float scale,
-                                  float den, int two_step, float *codes) {
+STAGE static void quantised_lanes(const uint8_t *cnt, int width, int wide, vf w, float scale, float den,
+                                  int two_step, float *codes) {
     const vf vsc = vf_set1(scale), vdn = vf_set1(den);
     if (two_step) {
         FOR_VECTORS({
@@ -723,7 +725,7 @@ STAGE static void quantised_lanes(const uint8_t *cnt, int shift, int width, int 
 
 /* noisy ADC: codes += clamp(rint(s * sce + sigma * z)) * w, z the quantile of a fresh uniform; a code
    within the margin of a boundary (|y - rint(y)| > hm) is replaced by the exact thresholds' code */
-STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide, float wt, float sce,
+STAGE static void noisy_lanes(const uint8_t *cnt, int width, int wide, float wt, float sce,
                               const Params *p, int j, const Quantile *q, Rng *rng, float *codes) {
     const vf w = vf_set1(wt), vsce = vf_set1(sce), vsig = vf_set1(p->fp[1]), vzero = vf_zero();
     const vf vlev = vf_set1(p->fp[0]), vhm = vf_set1(p->fp[5]);
@@ -754,7 +756,7 @@ STAGE static void noisy_lanes(const uint8_t *cnt, int shift, int width, int wide
         vm any = 0;
         _Pragma("GCC unroll 4")
         for (int k = 0; k < UNROLL; k++) {
-            s[k] = lane_sums(cnt, shift, width, wide, v + k);
+            s[k] = lane_sums(cnt, width, wide, v + k);
             y[k] = vf_fma(vsig, z[k], vf_mul(s[k], vsce));  /* one rounding less than the margin allows */
             r[k] = vf_rint(y[k]);
             code[k] = vf_min(vf_max(r[k], vzero), vlev);
@@ -969,7 +971,7 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
     Rng st = rng[0];
     for (int f = 0; f < pd->n; f += 16) {
         const int nv = pd->n - f < 16 ? pd->n - f : 16;
-        const vi jv = vi_srli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->jc + f))), 3);
+        const vi jcv = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->jc + f))), jv = vi_srli(jcv, 3);
         const vi fresh = rng_next(&st);
         const vi hi = vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->top + f))), 24);
         const vi hi2 = vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->top2 + f))), 16);
@@ -997,8 +999,7 @@ static void flush_pending(Pending *pd, const Params *p, const Quantile *q, Rng *
         int32_t iv[16];  /* the codes times +-2^i: exact integers */
         vi_storeu(iv, _mm512_cvttps_epi32(vf_mul(vf_loadu(cv), vf_loadu(pd->wt + f))));
         int32_t dst[16];  /* j * LANES + 64 c + lane */
-        vi_storeu(dst, vi_add(vi_slli(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->jc + f))), 6),
-                              _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->lane + f)))));
+        vi_storeu(dst, vi_add(vi_slli(jcv, 6), _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(pd->lane + f)))));
         for (int l = 0; l < nv; l++) icodes[dst[l]] += (int16_t)iv[l];
     }
     pd->n = 0;
@@ -1019,7 +1020,7 @@ BYTES_TARGET static inline void add_codes64(__m512i code, int i, int neg, int16_
    count tables (cim_byte_tables) or, for the cycles in upath, the shift tables (cim_shift_tables: clamp(s + d, 0, L),
    d from the top 16 bits of the uniform); the undecided lanes go to pd (their codes added by flush_pending,
    before the group's codes are summed) */
-BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(const uint8_t *cnt, int shift, int i,
+BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(const uint8_t *cnt, int i,
                                                                              const Params *p, int j, Rng *rng,
                                                                              Pending *pd, int16_t *icodes,
                                                                              const int shifted, const int m) {
@@ -1039,11 +1040,10 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
     const __m512i lanes = _mm512_loadu_si512(l8);
     __m512i jc = _mm512_set1_epi8((char)(8 * j));  /* 8 j + c */
     Rng st = rng[0];
-    const uint8_t *sc = cnt + shift * LANES;
     const int n0 = pd->n;
     int n = n0;
     for (int c = 0; c < LANES / 64; c++) {
-        const __m512i s = _mm512_loadu_si512(sc + 64 * c);
+        const __m512i s = _mm512_loadu_si512(cnt + 64 * c);
         const __m512i r1 = rng_next(&st);
         __m512i code, r2 = zero;
         __mmask64 dec = _mm512_cmplt_epu8_mask(_mm512_add_epi8(r1, ones), below);  /* top byte 1 .. 254 */
@@ -1071,16 +1071,16 @@ BYTES_TARGET __attribute__((always_inline)) static inline void byte_lanes_of(con
     rng[0] = st;
 }
 
-BYTES_TARGET STAGE static void byte_lanes(const uint8_t *cnt, int shift, int i, const Params *p, int j, Rng *rng,
+BYTES_TARGET STAGE static void byte_lanes(const uint8_t *cnt, int i, const Params *p, int j, Rng *rng,
                                           Pending *pd, int16_t *icodes) {
     if ((p->upath >> j) & 1) {  /* (specialised: no test in the loop, the thresholds' loop unrolled) */
-        byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 1, 0);
+        byte_lanes_of(cnt, i, p, j, rng, pd, icodes, 1, 0);
         return;
     }
     switch (p->bm) {
-#define BYTE_CASE(M) case M: byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 0, M); break;
+#define BYTE_CASE(M) case M: byte_lanes_of(cnt, i, p, j, rng, pd, icodes, 0, M); break;
         BYTE_CASE(0) BYTE_CASE(1) BYTE_CASE(2) BYTE_CASE(3) BYTE_CASE(4) BYTE_CASE(5) BYTE_CASE(6) BYTE_CASE(7)
-        default: byte_lanes_of(cnt, shift, i, p, j, rng, pd, icodes, 0, BYTE_THRESHOLDS); break;
+        default: byte_lanes_of(cnt, i, p, j, rng, pd, icodes, 0, BYTE_THRESHOLDS); break;
 #undef BYTE_CASE
     }
 }
@@ -1150,9 +1150,9 @@ static void run_block(const uint8_t *x, int64_t ldx, int64_t rows_valid, const P
                     const vf w = vf_set1(p->wts[i]);
                     if (kind == 0) {
                         any_exact_all = 1;
-                        exact_lanes(cnt, 0, width, wide, w, sc->exact + j * LANES);
+                        exact_lanes(cnt, width, wide, w, sc->exact + j * LANES);
                     } else if (kind == 1) {
-                        quantised_lanes(cnt, 0, width, wide, w, p->scale[j], p->den[j], two_step,
+                        quantised_lanes(cnt, width, wide, w, p->scale[j], p->den[j], two_step,
                                         sc->codes + j * LANES);
                     } else {
                         float sce = two_step ? p->scale[j] / p->den[j] : p->scale[j];
@@ -1160,11 +1160,11 @@ static void run_block(const uint8_t *x, int64_t ldx, int64_t rows_valid, const P
                         if (!wide && width == 1 && ((bmask >> j) & 1)) {
                             Pending *pd = sc->pending;
                             if (pd->n > PENDING - LANES) flush_pending(pd, p, q, rng, sc->icodes);
-                            byte_lanes(cnt, 0, i, p, j, rng, pd, sc->icodes + j * LANES);
+                            byte_lanes(cnt, i, p, j, rng, pd, sc->icodes + j * LANES);
                             continue;
                         }
 #endif
-                        noisy_lanes(cnt, 0, width, wide, p->wts[i], sce, p, j, q, rng, sc->codes + j * LANES);
+                        noisy_lanes(cnt, width, wide, p->wts[i], sce, p, j, q, rng, sc->codes + j * LANES);
                     }
                 }
             }

@@ -330,8 +330,7 @@ def simulate(x: Tensor | ConvRows, w: Tensor, c: CimConfig, group_rows: int, gro
         if any(j.result() != 0 for j in entry[0]):
             raise MemoryError("cim_matmul: the bit-sliced kernel could not allocate its scratch")
 
-    # the planes' byte offset per row (kernel sources from before cim_row_scale, timed by kernel_ab, were bit-major)
-    row_scale = lib.cim_row_scale() if hasattr(lib, "cim_row_scale") else 64 * c.input_bits
+    row_scale = lib.cim_row_scale()  # the planes' byte offset per row
     shared = bt > 1 and w.stride(0) == 0  # one weight matrix for every batch element: one set of lists
     lists = offsets = None
     bn = None
